@@ -1,0 +1,36 @@
+"""Small helpers shared by the cdk8s charts."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import cdk8s
+from constructs import Construct
+
+
+def api_object(scope: Construct, construct_id: str, manifest: Mapping[str, Any]) -> cdk8s.ApiObject:
+    """An ApiObject from a plain manifest dict (apiVersion, kind, metadata + any top-level fields).
+
+    The Python binding of ``ApiObject`` only takes apiVersion/kind/metadata, so the other
+    top-level fields (``spec``, ``data``, ``provisioner`` ...) are added as JSON patches.
+    """
+    body = dict(manifest)
+    metadata = dict(body.pop("metadata", {}))
+    obj = cdk8s.ApiObject(
+        scope,
+        construct_id,
+        api_version=body.pop("apiVersion"),
+        kind=body.pop("kind"),
+        metadata=cdk8s.ApiObjectMetadata(**_snake_metadata(metadata)),
+    )
+    for key, value in body.items():
+        obj.add_json_patch(cdk8s.JsonPatch.add(f"/{key}", value))
+    return obj
+
+
+def _snake_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    allowed = {"name": "name", "namespace": "namespace", "labels": "labels", "annotations": "annotations"}
+    unknown = set(metadata) - set(allowed)
+    if unknown:
+        raise ValueError(f"unsupported metadata keys: {sorted(unknown)}")
+    return {allowed[k]: v for k, v in metadata.items()}

@@ -1,0 +1,310 @@
+"""The platform's configuration: one typed, frozen, validated object.
+
+Where it comes from
+-------------------
+1. The ``platform`` key of ``cdk.json`` (the defaults a team commits).
+2. Overrides on the CDK command line, one dotted path per ``-c`` flag::
+
+       npx cdk synth -c platform.cluster.name=ml-prod -c platform.network.nat_gateways=2
+       npx cdk synth -c 'platform.cluster.endpoint.public_cidrs=["203.0.113.0/24"]'
+
+   The value is read as JSON when it parses as JSON (numbers, booleans, lists, objects)
+   and as a plain string otherwise.
+
+Everything is validated before a single construct is built. All problems are reported
+at once, each naming the field path, the value given and what is allowed; unknown keys
+are errors, so a typo cannot silently fall back to a default.
+
+Validation is done by pydantic (strict JSON mode: no string-to-number coercion, no
+extra keys); this module only adds the platform's own rules and turns pydantic's errors
+into one readable message.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+import versions
+
+CONTEXT_KEY = "platform"
+CDK_JSON = Path(__file__).resolve().parent / "cdk.json"
+
+_CLUSTER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
+_INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+_IAM_PRINCIPAL_ARN = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::\d{12}:(role|user)/[\w+=,.@/-]{1,512}$")
+_AZ_NAME = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d[a-z]$")
+
+
+class ConfigError(ValueError):
+    """Invalid configuration. ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"Invalid platform configuration ({len(problems)} {noun}):\n{lines}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+def _check_ipv4_cidr(value: str) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(value, strict=True)
+    except ValueError as err:
+        raise ValueError(f"must be an IPv4 network in CIDR form such as 10.0.0.0/16 ({err})") from None
+
+
+class EndpointConfig(_Model):
+    """Who can reach the Kubernetes API server."""
+
+    access: Literal["private", "public_and_private"] = "private"
+    public_cidrs: tuple[str, ...] = ()
+
+    @field_validator("public_cidrs")
+    @classmethod
+    def _cidrs(cls, cidrs: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in cidrs:
+            net = _check_ipv4_cidr(cidr)
+            if net.prefixlen == 0:
+                raise ValueError(
+                    f"{cidr!r} opens the API server to the whole internet; list the networks that need it"
+                )
+        return cidrs
+
+    @model_validator(mode="after")
+    def _access_matches_cidrs(self) -> "EndpointConfig":
+        if self.access == "public_and_private" and not self.public_cidrs:
+            raise ValueError(
+                "access 'public_and_private' needs at least one entry in public_cidrs "
+                "(the public endpoint is never open to 0.0.0.0/0)"
+            )
+        if self.access == "private" and self.public_cidrs:
+            raise ValueError("public_cidrs is only allowed with access 'public_and_private'")
+        return self
+
+
+class SystemNodesConfig(_Model):
+    """The small on-demand managed node group for critical add-ons (Cilium operator, CoreDNS, Karpenter)."""
+
+    instance_type: str = "t3.medium"
+    desired_size: int = Field(2, ge=1, le=10)
+    min_size: int = Field(2, ge=1, le=10)
+    max_size: int = Field(3, ge=1, le=20)
+
+    @field_validator("instance_type")
+    @classmethod
+    def _instance_type(cls, value: str) -> str:
+        if not _INSTANCE_TYPE.match(value):
+            raise ValueError("must be an EC2 instance type such as t3.medium")
+        return value
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "SystemNodesConfig":
+        if not self.min_size <= self.desired_size <= self.max_size:
+            raise ValueError(
+                f"sizes must satisfy min_size <= desired_size <= max_size "
+                f"(got {self.min_size} <= {self.desired_size} <= {self.max_size})"
+            )
+        return self
+
+
+class ClusterConfig(_Model):
+    name: str = "dynamic-factory"
+    kubernetes_version: str = versions.DEFAULT_KUBERNETES_VERSION
+    endpoint: EndpointConfig = EndpointConfig()
+    system_nodes: SystemNodesConfig = SystemNodesConfig()
+    admin_principal_arns: tuple[str, ...] = ()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _CLUSTER_NAME.match(value):
+            raise ValueError(
+                "must be 2-40 characters of lowercase letters, digits and hyphens, starting with a letter "
+                "and not ending with a hyphen (it also names the interruption queue and IAM roles)"
+            )
+        return value
+
+    @field_validator("kubernetes_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if value not in versions.KUBERNETES_VERSIONS:
+            allowed = ", ".join(sorted(versions.KUBERNETES_VERSIONS))
+            raise ValueError(f"must be one of {allowed} (the versions with a matching kubectl layer)")
+        return value
+
+    @field_validator("admin_principal_arns")
+    @classmethod
+    def _admins(cls, arns: tuple[str, ...]) -> tuple[str, ...]:
+        for arn in arns:
+            if not _IAM_PRINCIPAL_ARN.match(arn):
+                raise ValueError(
+                    f"{arn!r} is not an IAM role or user ARN (arn:aws:iam::<12-digit account>:role/<name>)"
+                )
+        if len(set(arns)) != len(arns):
+            raise ValueError("contains the same ARN twice")
+        return arns
+
+
+class NetworkConfig(_Model):
+    vpc_cidr: str = "10.0.0.0/16"
+    az_count: int = Field(2, ge=2, le=3)
+    availability_zones: tuple[str, ...] = ()
+    nat_gateways: int = Field(1, ge=1, le=3)
+
+    @field_validator("vpc_cidr")
+    @classmethod
+    def _vpc_cidr(cls, value: str) -> str:
+        net = _check_ipv4_cidr(value)
+        if not 16 <= net.prefixlen <= 20:
+            raise ValueError("prefix length must be between /16 and /20 (pods take VPC addresses under Cilium ENI mode)")
+        if not net.is_private:
+            raise ValueError("must be a private (RFC 1918) range")
+        return value
+
+    @field_validator("availability_zones")
+    @classmethod
+    def _azs(cls, azs: tuple[str, ...]) -> tuple[str, ...]:
+        for az in azs:
+            if not _AZ_NAME.match(az):
+                raise ValueError(f"{az!r} is not an availability zone name such as us-east-1a")
+        if len(set(azs)) != len(azs):
+            raise ValueError("contains the same availability zone twice")
+        return azs
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "NetworkConfig":
+        if self.availability_zones and len(self.availability_zones) != self.az_count:
+            raise ValueError(
+                f"availability_zones lists {len(self.availability_zones)} zones but az_count is {self.az_count}"
+            )
+        if self.az_count > 2 and not self.availability_zones:
+            raise ValueError(
+                "az_count above 2 needs availability_zones listed by name: an environment-agnostic synth "
+                "can only resolve two zones"
+            )
+        if self.nat_gateways > self.az_count:
+            raise ValueError(f"nat_gateways ({self.nat_gateways}) cannot exceed az_count ({self.az_count})")
+        return self
+
+
+class PlatformConfig(_Model):
+    cluster: ClusterConfig = ClusterConfig()
+    network: NetworkConfig = NetworkConfig()
+    tags: dict[str, str] = Field(default_factory=lambda: {"project": "dynamic-factory"})
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        for key, value in tags.items():
+            if not 1 <= len(key) <= 128 or key.lower().startswith("aws:"):
+                raise ValueError(f"tag key {key!r} must be 1-128 characters and must not start with 'aws:'")
+            if len(value) > 256:
+                raise ValueError(f"tag {key!r} has a value longer than 256 characters")
+        return tags
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _fields_at(path: tuple[Any, ...]) -> list[str] | None:
+    """Allowed keys of the model that sits at ``path`` (for 'unknown key' messages)."""
+    model: Any = PlatformConfig
+    for part in path:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return sorted(model.model_fields)
+
+
+def _format(err: Mapping[str, Any]) -> str:
+    loc = tuple(p for p in err["loc"])
+    path = ".".join([CONTEXT_KEY, *[str(p) for p in loc]])
+    value = err.get("input")
+    if err["type"] == "extra_forbidden":
+        allowed = _fields_at(loc[:-1])
+        hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        return f"{path}: unknown key (value {json.dumps(value)}){hint}"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{...}"
+    return f"{path}: {shown} is not allowed: {msg}"
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _annotation_at(path: list[str]) -> Any:
+    model: Any = PlatformConfig
+    for part in path:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return None
+        model = fields[part].annotation
+    return model
+
+
+def _parse_override(raw: Any, path: list[str] | None = None) -> Any:
+    """A command-line value: JSON when it parses, except for text fields ("1.36" stays a string)."""
+    if not isinstance(raw, str):
+        return raw
+    if path is not None and _annotation_at(path) is str:
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def build_config(base: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None) -> PlatformConfig:
+    """Merge ``overrides`` (dotted paths under ``platform.``) into ``base`` and validate.
+
+    Raises ``ConfigError`` listing every problem.
+    """
+    if base is not None and not isinstance(base, Mapping):
+        raise ConfigError([f"{CONTEXT_KEY}: must be a JSON object, got {type(base).__name__}"])
+    tree: dict[str, Any] = json.loads(json.dumps(dict(base or {})))
+    for key, raw in sorted((overrides or {}).items()):
+        dotted = key[len(CONTEXT_KEY) + 1:]
+        if not dotted:
+            raise ConfigError([f"{key}: an override needs a field path, e.g. -c {CONTEXT_KEY}.cluster.name=ml-prod"])
+        _set_path(tree, dotted, _parse_override(raw, dotted.split(".")))
+    try:
+        return PlatformConfig.model_validate_json(json.dumps(tree), strict=True)
+    except ValidationError as err:
+        raise ConfigError([_format(e) for e in err.errors(include_url=False)]) from None
+
+
+def read_cdk_json_platform(path: Path = CDK_JSON) -> dict[str, Any]:
+    """The ``platform`` object of cdk.json (for callers that run outside the CDK CLI)."""
+    return json.loads(path.read_text())["context"].get(CONTEXT_KEY, {})
+
+
+def load_from_context(context: Mapping[str, Any]) -> PlatformConfig:
+    """Build the config from a CDK app's context (cdk.json ``platform`` + ``-c platform.x=y``)."""
+    base = context.get(CONTEXT_KEY)
+    if base is None:
+        base = read_cdk_json_platform()
+    if isinstance(base, str):  # -c platform='{"cluster": ...}' replaces the whole object
+        base = _parse_override(base)
+    overrides = {k: v for k, v in context.items() if k.startswith(CONTEXT_KEY + ".")}
+    return build_config(base, overrides)

@@ -1,0 +1,343 @@
+"""The EKS cluster: control plane, Cilium as the CNI, the system node group and EKS add-ons."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Mapping, Sequence
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_eks_v2 as eks
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+import versions
+from cdk_constructs.pod_identity import PodIdentityRole
+from charts import cilium_values
+from charts.storage import StorageChart
+from stacks.network_stack import DISCOVERY_TAG
+
+SYSTEM_TAINT_KEY = "CriticalAddonsOnly"
+SYSTEM_NODE_LABEL = ("dynamic-factory/node-role", "system")
+# Pods that must run on the system nodes tolerate their taint with this.
+SYSTEM_TOLERATION = {"key": SYSTEM_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
+
+
+def kubectl_layer(scope: Construct, kubernetes_version: str):
+    """The kubectl Lambda layer matching ``kubernetes_version`` (versions.KUBERNETES_VERSIONS)."""
+    module_name, class_name = versions.KUBERNETES_VERSIONS[kubernetes_version]
+    layer_cls = getattr(importlib.import_module(module_name), class_name)
+    return layer_cls(scope, "KubectlLayer")
+
+
+def cilium_operator_statements(vpc_arn: str) -> list[iam.PolicyStatement]:
+    """EC2 permissions of the Cilium operator in ENI IPAM mode (Cilium's ENI IPAM documentation).
+
+    Describe calls cannot be scoped by resource; every call that changes something is
+    limited to resources in this VPC.
+    """
+    region, account, partition = cdk.Aws.REGION, cdk.Aws.ACCOUNT_ID, cdk.Aws.PARTITION
+    in_vpc = {"ArnEquals": {"ec2:Vpc": vpc_arn}}
+    ec2_arn = f"arn:{partition}:ec2:{region}:{account}"
+    return [
+        iam.PolicyStatement(
+            sid="DescribeNetworking",
+            actions=[
+                "ec2:DescribeNetworkInterfaces",
+                "ec2:DescribeSubnets",
+                "ec2:DescribeVpcs",
+                "ec2:DescribeSecurityGroups",
+                "ec2:DescribeInstances",
+                "ec2:DescribeInstanceTypes",
+                "ec2:DescribeRouteTables",
+            ],
+            resources=["*"],
+            conditions={"StringEquals": {"aws:RequestedRegion": region}},
+        ),
+        iam.PolicyStatement(
+            sid="ManageEnisInThisVpc",
+            actions=[
+                "ec2:CreateNetworkInterface",
+                "ec2:AttachNetworkInterface",
+                "ec2:DetachNetworkInterface",
+                "ec2:DeleteNetworkInterface",
+                "ec2:ModifyNetworkInterfaceAttribute",
+                "ec2:AssignPrivateIpAddresses",
+                "ec2:UnassignPrivateIpAddresses",
+            ],
+            resources=[
+                f"{ec2_arn}:network-interface/*",
+                f"{ec2_arn}:subnet/*",
+                f"{ec2_arn}:security-group/*",
+                f"{ec2_arn}:instance/*",
+            ],
+            conditions=in_vpc,
+        ),
+        iam.PolicyStatement(
+            sid="TagNewEnis",
+            actions=["ec2:CreateTags"],
+            resources=[f"{ec2_arn}:network-interface/*"],
+            conditions={"StringEquals": {"ec2:CreateAction": "CreateNetworkInterface"}},
+        ),
+    ]
+
+
+class ClusterStack(cdk.Stack):
+    """EKS control plane with Cilium (ENI mode, kube-proxy replacement) and the system nodes.
+
+    Deploy order inside this stack (each edge is an explicit CloudFormation dependency):
+    Pod Identity association for the Cilium operator -> Cilium release -> system node
+    group -> EKS add-ons -> gp3 StorageClass.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        vpc: ec2.IVpc,
+        cluster_name: str,
+        kubernetes_version: str,
+        endpoint_access: str,
+        public_cidrs: Sequence[str],
+        admin_principal_arns: Sequence[str],
+        system_instance_type: str,
+        system_desired_size: int,
+        system_min_size: int,
+        system_max_size: int,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.cluster_name = cluster_name
+
+        self.key = kms.Key(
+            self,
+            "ClusterKey",
+            description=f"{cluster_name}: Kubernetes secrets and control-plane logs",
+            enable_key_rotation=True,
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        self.key.grant_encrypt_decrypt(iam.ServicePrincipal(f"logs.{self.region}.amazonaws.com"))
+        # EKS writes control-plane logs to this exact log group name; creating it first
+        # gives it encryption and a retention instead of "never expire".
+        control_plane_logs = logs.LogGroup(
+            self,
+            "ControlPlaneLogs",
+            log_group_name=f"/aws/eks/{cluster_name}/cluster",
+            retention=logs.RetentionDays.ONE_MONTH,
+            encryption_key=self.key,
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+
+        if endpoint_access == "private":
+            access = eks.EndpointAccess.PRIVATE
+        else:
+            access = eks.EndpointAccess.PUBLIC_AND_PRIVATE.only_from(*public_cidrs)
+
+        private_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
+        self.cluster = eks.Cluster(
+            self,
+            "Cluster",
+            cluster_name=cluster_name,
+            version=eks.KubernetesVersion.of(kubernetes_version),
+            vpc=vpc,
+            vpc_subnets=[private_subnets],
+            endpoint_access=access,
+            secrets_encryption_key=self.key,
+            cluster_logging=[
+                eks.ClusterLoggingTypes.API,
+                eks.ClusterLoggingTypes.AUDIT,
+                eks.ClusterLoggingTypes.AUTHENTICATOR,
+                eks.ClusterLoggingTypes.CONTROLLER_MANAGER,
+                eks.ClusterLoggingTypes.SCHEDULER,
+            ],
+            # Cilium is the CNI and replaces kube-proxy: EKS must not install aws-node,
+            # kube-proxy or its own CoreDNS (CoreDNS comes back below as a managed add-on).
+            bootstrap_self_managed_addons=False,
+            # The default is EKS Auto Mode, which forbids a custom CNI.
+            default_capacity_type=eks.DefaultCapacityType.NODEGROUP,
+            default_capacity=0,
+            # Nobody is cluster admin by accident: admins are listed in the config.
+            bootstrap_cluster_creator_admin_permissions=False,
+            kubectl_provider_options=eks.KubectlProviderOptions(
+                kubectl_layer=kubectl_layer(self, kubernetes_version),
+                # The handler runs inside the VPC so it works with a private-only endpoint.
+                private_subnets=vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS).subnets,
+            ),
+            tags={DISCOVERY_TAG: cluster_name},
+        )
+        # The log group must exist before EKS starts logging into it.
+        self.cluster.node.add_dependency(control_plane_logs)
+        # Karpenter discovers the security group for its nodes by this tag.
+        cdk.Tags.of(self.cluster.cluster_security_group).add(DISCOVERY_TAG, cluster_name)
+
+        for index, arn in enumerate(admin_principal_arns):
+            self.cluster.grant_access(
+                f"Admin{index}",
+                arn,
+                [
+                    eks.AccessPolicy.from_access_policy_name(
+                        "AmazonEKSClusterAdminPolicy", access_scope_type=eks.AccessScopeType.CLUSTER
+                    )
+                ],
+            )
+
+        self.cilium = self._add_cilium(vpc)
+        self.system_nodes = self._add_system_nodes(
+            system_instance_type, system_desired_size, system_min_size, system_max_size
+        )
+        # Nodes turn Ready only once the Cilium agent runs on them: without the release
+        # the node group never becomes healthy and CloudFormation waits for an hour.
+        self.system_nodes.node.add_dependency(self.cilium)
+        self.addons = self._add_addons()
+
+        cdk.CfnOutput(self, "ClusterName", value=self.cluster.cluster_name)
+        cdk.CfnOutput(
+            self,
+            "UpdateKubeconfig",
+            value=f"aws eks update-kubeconfig --name {cluster_name} --region {self.region}",
+        )
+
+    # ------------------------------------------------------------------ Cilium
+
+    def _add_cilium(self, vpc: ec2.IVpc) -> eks.HelmChart:
+        operator_identity = PodIdentityRole(
+            self,
+            "CiliumOperatorIdentity",
+            cluster=self.cluster,
+            namespace=cilium_values.NAMESPACE,
+            service_account=cilium_values.OPERATOR_SERVICE_ACCOUNT,
+            statements=cilium_operator_statements(vpc.vpc_arn),
+            description="Cilium operator: ENI IPAM in this VPC",
+        )
+        values = cilium_values.CiliumValues(
+            cluster_name=self.cluster_name,
+            api_server_host=cilium_values.endpoint_hostname(self.cluster.cluster_endpoint),
+            subnet_tag=(DISCOVERY_TAG, self.cluster_name),
+        )
+        chart = self.cluster.add_helm_chart(
+            "Cilium",
+            chart="cilium",
+            repository=versions.CILIUM_CHART_REPO,
+            version=versions.CILIUM_CHART_VERSION,
+            release="cilium",
+            namespace=cilium_values.NAMESPACE,
+            create_namespace=False,
+            values=values.to_values(),
+            # No wait: the agents can only start once the node group (which waits for
+            # this release) has nodes.
+            wait=False,
+        )
+        # EKS injects Pod Identity credentials only into pods created after the association.
+        chart.node.add_dependency(operator_identity)
+        return chart
+
+    # ------------------------------------------------------------------ system nodes
+
+    def _add_system_nodes(self, instance_type: str, desired: int, minimum: int, maximum: int) -> eks.Nodegroup:
+        node_role = iam.Role(
+            self,
+            "SystemNodeRole",
+            assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
+            description="System managed node group (no CNI policy: Cilium's operator has its own role)",
+            managed_policies=[
+                iam.ManagedPolicy.from_aws_managed_policy_name("AmazonEKSWorkerNodePolicy"),
+                iam.ManagedPolicy.from_aws_managed_policy_name("AmazonEC2ContainerRegistryPullOnly"),
+                iam.ManagedPolicy.from_aws_managed_policy_name("AmazonSSMManagedInstanceCore"),
+            ],
+        )
+        # IMDSv2 only, one hop: pods (which are not on the host network) cannot reach the
+        # node's credentials; encrypted gp3 root volume.
+        launch_template = ec2.LaunchTemplate(
+            self,
+            "SystemNodeTemplate",
+            require_imdsv2=True,
+            http_put_response_hop_limit=1,
+            block_devices=[
+                ec2.BlockDevice(
+                    device_name="/dev/xvda",
+                    volume=ec2.BlockDeviceVolume.ebs(
+                        30, encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3, delete_on_termination=True
+                    ),
+                )
+            ],
+        )
+        return self.cluster.add_nodegroup_capacity(
+            "SystemNodes",
+            nodegroup_name=f"{self.cluster_name}-system",
+            ami_type=eks.NodegroupAmiType.AL2023_X86_64_STANDARD,
+            capacity_type=eks.CapacityType.ON_DEMAND,
+            instance_types=[ec2.InstanceType(instance_type)],
+            desired_size=desired,
+            min_size=minimum,
+            max_size=maximum,
+            node_role=node_role,
+            subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            launch_template_spec=eks.LaunchTemplateSpec(
+                id=launch_template.launch_template_id or "",
+                version=launch_template.latest_version_number,
+            ),
+            labels=dict([SYSTEM_NODE_LABEL]),
+            taints=[
+                eks.TaintSpec(key=SYSTEM_TAINT_KEY, value="true", effect=eks.TaintEffect.NO_SCHEDULE),
+            ],
+        )
+
+    # ------------------------------------------------------------------ add-ons
+
+    def _addon(self, name: str, configuration: Mapping | None = None) -> eks.Addon:
+        addon = eks.Addon(
+            self,
+            "".join(part.capitalize() for part in name.split("-")),
+            cluster=self.cluster,
+            addon_name=name,
+            addon_version=versions.EKS_ADDONS[name],
+            configuration_values=dict(configuration) if configuration else None,
+            preserve_on_delete=False,
+        )
+        # Add-ons report ACTIVE only once their pods run, which needs nodes (and a CNI).
+        addon.node.add_dependency(self.system_nodes)
+        return addon
+
+    def _add_addons(self) -> dict[str, eks.Addon]:
+        addons = {
+            "coredns": self._addon(
+                "coredns",
+                {"tolerations": [SYSTEM_TOLERATION], "nodeSelector": dict([SYSTEM_NODE_LABEL])},
+            ),
+            "eks-pod-identity-agent": self._addon("eks-pod-identity-agent"),
+        }
+        ebs_identity = PodIdentityRole(
+            self,
+            "EbsCsiIdentity",
+            cluster=self.cluster,
+            namespace="kube-system",
+            service_account="ebs-csi-controller-sa",
+            managed_policies=[
+                iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AmazonEBSCSIDriverPolicy")
+            ],
+            description="EBS CSI driver controller",
+        )
+        ebs = self._addon(
+            "aws-ebs-csi-driver",
+            {"controller": {"tolerations": [SYSTEM_TOLERATION], "nodeSelector": dict([SYSTEM_NODE_LABEL])}},
+        )
+        # The controller needs its credentials when its pods are first created.
+        ebs.node.add_dependency(ebs_identity)
+        ebs.node.add_dependency(addons["eks-pod-identity-agent"])
+        addons["aws-ebs-csi-driver"] = ebs
+
+        storage_chart = StorageChart(cdk8s_app(), "storage")
+        storage = self.cluster.add_cdk8s_chart("Storage", storage_chart)
+        # The StorageClass names the EBS CSI provisioner.
+        storage.node.add_dependency(ebs)
+        return addons
+
+
+def cdk8s_app():
+    """A cdk8s App for charts that are applied by CDK (fixed object names, no output dir)."""
+    import cdk8s
+
+    return cdk8s.App(yaml_output_type=cdk8s.YamlOutputType.FILE_PER_APP)

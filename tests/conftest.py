@@ -1,0 +1,41 @@
+"""Session-wide fixtures: each platform configuration is synthesized once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+from tests.platform_synth import SynthesizedPlatform, synth_platform  # noqa: E402
+
+# A second configuration that exercises the non-default branches.
+VARIANT_OVERRIDES = {
+    "platform.cluster.name": "ml-prod",
+    "platform.cluster.kubernetes_version": "1.36",
+    "platform.cluster.endpoint.access": "public_and_private",
+    "platform.cluster.endpoint.public_cidrs": ["203.0.113.0/24", "198.51.100.7/32"],
+    "platform.cluster.admin_principal_arns": ["arn:aws:iam::111122223333:role/PlatformAdmin"],
+    "platform.cluster.system_nodes.instance_type": "m7i.large",
+    "platform.network.az_count": 3,
+    "platform.network.availability_zones": ["eu-west-1a", "eu-west-1b", "eu-west-1c"],
+    "platform.network.nat_gateways": 3,
+}
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory) -> SynthesizedPlatform:
+    """The default configuration from cdk.json."""
+    return synth_platform(tmp_path_factory.mktemp("cdk-default"))
+
+
+@pytest.fixture(scope="session")
+def variant(tmp_path_factory) -> SynthesizedPlatform:
+    """Public endpoint with CIDRs, three AZs and NAT gateways, admins, Kubernetes 1.36."""
+    return synth_platform(tmp_path_factory.mktemp("cdk-variant"), VARIANT_OVERRIDES)
+
+
+@pytest.fixture(scope="session", params=["default", "variant"])
+def any_platform(request) -> SynthesizedPlatform:
+    return request.getfixturevalue("platform" if request.param == "default" else "variant")

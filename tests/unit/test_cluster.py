@@ -1,0 +1,293 @@
+"""Cluster stack: EKS control plane, Cilium, system node group, add-ons and deploy order."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aws_cdk.assertions import Match
+
+import versions
+from tools.render import join
+
+
+def _one(template_json, type_):
+    found = [(k, v) for k, v in template_json["Resources"].items() if v["Type"] == type_]
+    assert len(found) == 1, f"expected one {type_}, found {len(found)}"
+    return found[0]
+
+
+def _depends_on(template_json, logical_id) -> set[str]:
+    deps = template_json["Resources"][logical_id].get("DependsOn", [])
+    return {deps} if isinstance(deps, str) else set(deps)
+
+
+def _cilium(synth):
+    return synth.assembly.helm_releases()["cilium"]
+
+
+# ----------------------------------------------------------------- control plane
+
+
+def test_kubernetes_version_and_matching_kubectl_layer(any_platform):
+    tpl = any_platform.template_json("Cluster")
+    version = any_platform.config.cluster.kubernetes_version
+    _, cluster = _one(tpl, "AWS::EKS::Cluster")
+    assert cluster["Properties"]["Version"] == version
+    layers = [r for r in tpl["Resources"].values() if r["Type"] == "AWS::Lambda::LayerVersion"]
+    kubectl = [layer for layer in layers if "kubectl" in layer["Properties"].get("Description", "")]
+    assert len(kubectl) == 1
+    assert f"kubectl {version}." in kubectl[0]["Properties"]["Description"]
+
+
+def test_no_self_managed_addons_and_no_auto_mode(platform):
+    _, cluster = _one(platform.template_json("Cluster"), "AWS::EKS::Cluster")
+    props = cluster["Properties"]
+    assert props["BootstrapSelfManagedAddons"] is False
+    assert "ComputeConfig" not in props or props["ComputeConfig"].get("Enabled") is not True
+
+
+def test_secrets_encrypted_with_a_rotating_key(platform):
+    tpl = platform.templates["Cluster"]
+    tpl.has_resource_properties(
+        "AWS::EKS::Cluster",
+        {"EncryptionConfig": [{"Provider": {"KeyArn": {"Fn::GetAtt": [Match.any_value(), "Arn"]}}, "Resources": ["secrets"]}]},
+    )
+    tpl.has_resource_properties("AWS::KMS::Key", {"EnableKeyRotation": True})
+
+
+def test_all_five_control_plane_log_types(platform):
+    _, cluster = _one(platform.template_json("Cluster"), "AWS::EKS::Cluster")
+    enabled = {t["Type"] for t in cluster["Properties"]["Logging"]["ClusterLogging"]["EnabledTypes"]}
+    assert enabled == {"api", "audit", "authenticator", "controllerManager", "scheduler"}
+
+
+def test_control_plane_log_group_is_precreated_encrypted_and_expires(platform):
+    tpl = platform.template_json("Cluster")
+    groups = {k: v for k, v in tpl["Resources"].items() if v["Type"] == "AWS::Logs::LogGroup"
+              and v["Properties"].get("LogGroupName") == "/aws/eks/dynamic-factory/cluster"}
+    (log_id, group), = groups.items()
+    assert "KmsKeyId" in group["Properties"] and group["Properties"]["RetentionInDays"] == 30
+    cluster_id, _ = _one(tpl, "AWS::EKS::Cluster")
+    assert log_id in _depends_on(tpl, cluster_id)
+
+
+def test_default_endpoint_is_private_only(platform):
+    _, cluster = _one(platform.template_json("Cluster"), "AWS::EKS::Cluster")
+    vpc_cfg = cluster["Properties"]["ResourcesVpcConfig"]
+    assert vpc_cfg["EndpointPublicAccess"] is False
+    assert vpc_cfg["EndpointPrivateAccess"] is True
+
+
+def test_public_endpoint_only_from_listed_cidrs(variant):
+    _, cluster = _one(variant.template_json("Cluster"), "AWS::EKS::Cluster")
+    vpc_cfg = cluster["Properties"]["ResourcesVpcConfig"]
+    assert vpc_cfg["EndpointPublicAccess"] is True
+    assert vpc_cfg["EndpointPrivateAccess"] is True
+    assert vpc_cfg["PublicAccessCidrs"] == ["203.0.113.0/24", "198.51.100.7/32"]
+
+
+def test_control_plane_only_in_private_subnets(platform):
+    tpl = platform.template_json("Cluster")
+    _, cluster = _one(tpl, "AWS::EKS::Cluster")
+    subnet_refs = json.dumps(cluster["Properties"]["ResourcesVpcConfig"]["SubnetIds"])
+    assert "private" in subnet_refs.lower() and "public" not in subnet_refs.lower()
+
+
+def test_admin_access_entries(platform, variant):
+    admin_policy = "arn:${AWS::Partition}:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+    def admin_entries(synth):
+        return [
+            r for r in synth.template_json("Cluster")["Resources"].values()
+            if r["Type"] == "AWS::EKS::AccessEntry"
+            and any(join(p["PolicyArn"]) == admin_policy for p in r["Properties"].get("AccessPolicies", []))
+        ]
+    entries = admin_entries(variant)
+    principals = [join(e["Properties"]["PrincipalArn"]) for e in entries]
+    assert "arn:aws:iam::111122223333:role/PlatformAdmin" in principals
+    # No one becomes admin by default: only the kubectl handler role has an entry.
+    assert not [e for e in admin_entries(platform) if "PlatformAdmin" in json.dumps(e)]
+    _, cluster = _one(platform.template_json("Cluster"), "AWS::EKS::Cluster")
+    assert cluster["Properties"]["AccessConfig"]["BootstrapClusterCreatorAdminPermissions"] is False
+    assert cluster["Properties"]["AccessConfig"]["AuthenticationMode"] == "API"
+
+
+# ----------------------------------------------------------------- Cilium
+
+
+def test_cilium_chart_is_pinned(platform):
+    chart = _cilium(platform)
+    assert chart.properties["Chart"] == "cilium"
+    assert chart.properties["Version"] == versions.CILIUM_CHART_VERSION
+    assert chart.properties["Repository"] == versions.CILIUM_CHART_REPO
+    assert chart.properties["Namespace"] == "kube-system"
+
+
+def test_cilium_eni_mode_native_routing(platform):
+    values = _cilium(platform).values
+    assert values["eni"]["enabled"] is True
+    assert values["ipam"]["mode"] == "eni"
+    assert values["routingMode"] == "native"
+    assert values["cluster"]["name"] == "dynamic-factory"
+    assert values["hubble"]["relay"]["enabled"] is True
+    # Pod ENIs only in the private subnets that carry the discovery tag.
+    assert values["eni"]["subnetTagsFilter"] == ["karpenter.sh/discovery=dynamic-factory"]
+
+
+def test_kube_proxy_replacement_has_the_api_server_host_from_the_cluster_endpoint(any_platform):
+    """Regression for the outage: kube-proxy replacement without k8sServiceHost leaves new nodes dead."""
+    tpl = any_platform.template_json("Cluster")
+    cluster_id, _ = _one(tpl, "AWS::EKS::Cluster")
+    raw_values = _cilium(any_platform).properties["Values"]
+    values = _cilium(any_platform).values
+    if values.get("kubeProxyReplacement") in (True, "true", "strict"):
+        assert values["k8sServicePort"] == 443
+        # Derived at deploy time from the cluster's Endpoint attribute, host part only.
+        expected = {"Fn::Select": [1, {"Fn::Split": ["//", {"Fn::GetAtt": [cluster_id, "Endpoint"]}]}]}
+        parts = raw_values["Fn::Join"][1]
+        index = next(i for i, p in enumerate(parts) if isinstance(p, str) and p.endswith('"k8sServiceHost":"'))
+        assert parts[index + 1] == expected
+        assert values["k8sServiceHost"] == "${Cluster.Endpoint|split(//)[1]}"
+    else:  # pragma: no cover - the platform always replaces kube-proxy today
+        pytest.fail("kube-proxy replacement is expected to be on")
+
+
+def test_cilium_host_helper_rejects_urls_and_ips_given_as_literals():
+    from charts.cilium_values import CiliumValues, endpoint_hostname
+
+    assert endpoint_hostname("https://ABC.gr7.eu-west-1.eks.amazonaws.com") == "ABC.gr7.eu-west-1.eks.amazonaws.com"
+    with pytest.raises(ValueError, match="bare hostname"):
+        CiliumValues(cluster_name="c", api_server_host="https://x.example.com")
+    with pytest.raises(ValueError, match="TCP port"):
+        CiliumValues(cluster_name="c", api_server_host="x.example.com", api_server_port=0)
+
+
+def test_cilium_operator_gets_eni_permissions_through_pod_identity(platform):
+    tpl = platform.template_json("Cluster")
+    associations = [r["Properties"] for r in tpl["Resources"].values() if r["Type"] == "AWS::EKS::PodIdentityAssociation"]
+    operator = [a for a in associations if a["ServiceAccount"] == "cilium-operator"]
+    assert len(operator) == 1 and operator[0]["Namespace"] == "kube-system"
+    role_id = operator[0]["RoleArn"]["Fn::GetAtt"][0]
+    policies = [r["Properties"] for r in tpl["Resources"].values()
+                if r["Type"] == "AWS::IAM::Policy" and {"Ref": role_id} in r["Properties"]["Roles"]]
+    actions = {a for p in policies for s in p["PolicyDocument"]["Statement"] for a in _as_list(s["Action"])}
+    for needed in ("ec2:CreateNetworkInterface", "ec2:AttachNetworkInterface", "ec2:AssignPrivateIpAddresses",
+                   "ec2:DescribeInstanceTypes", "ec2:DescribeSubnets", "ec2:CreateTags"):
+        assert needed in actions
+    for p in policies:
+        for s in p["PolicyDocument"]["Statement"]:
+            assert s["Action"] != "*"
+            if s["Resource"] == "*":
+                assert s.get("Condition"), f"unscoped statement {s.get('Sid')}"
+            if "ec2:CreateNetworkInterface" in _as_list(s["Action"]):
+                assert "ec2:Vpc" in json.dumps(s["Condition"])
+    # The trust policy admits only EKS Pod Identity, for this account and cluster.
+    trust = tpl["Resources"][role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert {s["Principal"]["Service"] for s in trust} == {"pods.eks.amazonaws.com"}
+    assert all("aws:SourceAccount" in json.dumps(s["Condition"]) for s in trust)
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+# ----------------------------------------------------------------- system nodes
+
+
+def test_system_node_group(platform):
+    tpl = platform.template_json("Cluster")
+    _, ng = _one(tpl, "AWS::EKS::Nodegroup")
+    props = ng["Properties"]
+    assert props["AmiType"] == "AL2023_x86_64_STANDARD"
+    assert props["CapacityType"] == "ON_DEMAND"
+    assert props["InstanceTypes"] == ["t3.medium"]
+    assert props["ScalingConfig"] == {"DesiredSize": 2, "MinSize": 2, "MaxSize": 3}
+    assert props["Taints"] == [{"Key": "CriticalAddonsOnly", "Value": "true", "Effect": "NO_SCHEDULE"}]
+    assert props["Labels"] == {"dynamic-factory/node-role": "system"}
+
+
+def test_system_node_role_has_no_cni_policy(platform):
+    tpl = platform.template_json("Cluster")
+    _, ng = _one(tpl, "AWS::EKS::Nodegroup")
+    role = tpl["Resources"][ng["Properties"]["NodeRole"]["Fn::GetAtt"][0]]
+    policies = json.dumps(role["Properties"]["ManagedPolicyArns"])
+    assert "AmazonEKSWorkerNodePolicy" in policies and "AmazonEC2ContainerRegistryPullOnly" in policies
+    assert "CNI" not in policies
+
+
+def test_system_nodes_require_imdsv2_and_encrypted_gp3(platform):
+    tpl = platform.template_json("Cluster")
+    _, lt = _one(tpl, "AWS::EC2::LaunchTemplate")
+    data = lt["Properties"]["LaunchTemplateData"]
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    ebs = data["BlockDeviceMappings"][0]["Ebs"]
+    assert ebs["Encrypted"] is True and ebs["VolumeType"] == "gp3"
+
+
+def test_variant_instance_type(variant):
+    _, ng = _one(variant.template_json("Cluster"), "AWS::EKS::Nodegroup")
+    assert ng["Properties"]["InstanceTypes"] == ["m7i.large"]
+
+
+# ----------------------------------------------------------------- add-ons and storage
+
+
+def test_eks_addons(platform):
+    tpl = platform.template_json("Cluster")
+    addons = {r["Properties"]["AddonName"]: r["Properties"] for r in tpl["Resources"].values() if r["Type"] == "AWS::EKS::Addon"}
+    assert set(addons) == {"coredns", "eks-pod-identity-agent", "aws-ebs-csi-driver"}
+    coredns = json.loads(addons["coredns"]["ConfigurationValues"])
+    assert {"key": "CriticalAddonsOnly", "operator": "Exists", "effect": "NoSchedule"} in coredns["tolerations"]
+    ebs = json.loads(addons["aws-ebs-csi-driver"]["ConfigurationValues"])
+    assert ebs["controller"]["tolerations"][0]["key"] == "CriticalAddonsOnly"
+    associations = [r["Properties"] for r in tpl["Resources"].values() if r["Type"] == "AWS::EKS::PodIdentityAssociation"]
+    ebs_assoc = [a for a in associations if a["ServiceAccount"] == "ebs-csi-controller-sa"]
+    assert len(ebs_assoc) == 1
+
+
+def test_default_storage_class_is_encrypted_gp3(platform):
+    objects = platform.assembly.kube_objects()
+    (sc,) = [o for o in objects if o["kind"] == "StorageClass"]
+    assert sc["metadata"]["name"] == "gp3"
+    assert sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
+    assert sc["provisioner"] == "ebs.csi.aws.com"
+    assert sc["parameters"]["type"] == "gp3" and sc["parameters"]["encrypted"] == "true"
+
+
+# ----------------------------------------------------------------- deploy order
+
+
+def _logical_id(tpl, type_, predicate=lambda props: True) -> str:
+    ids = [k for k, v in tpl["Resources"].items() if v["Type"] == type_ and predicate(v["Properties"])]
+    assert len(ids) == 1, (type_, ids)
+    return ids[0]
+
+
+def test_node_group_waits_for_the_cilium_release(any_platform):
+    tpl = any_platform.template_json("Cluster")
+    ng = _logical_id(tpl, "AWS::EKS::Nodegroup")
+    assert _cilium(any_platform).logical_id in _depends_on(tpl, ng)
+
+
+def test_cilium_release_waits_for_the_operator_pod_identity(platform):
+    tpl = platform.template_json("Cluster")
+    assoc = _logical_id(tpl, "AWS::EKS::PodIdentityAssociation", lambda p: p["ServiceAccount"] == "cilium-operator")
+    assert assoc in _depends_on(tpl, _cilium(platform).logical_id)
+
+
+def test_addons_come_after_the_system_node_group(platform):
+    tpl = platform.template_json("Cluster")
+    ng = _logical_id(tpl, "AWS::EKS::Nodegroup")
+    for logical_id, res in tpl["Resources"].items():
+        if res["Type"] == "AWS::EKS::Addon":
+            assert ng in _depends_on(tpl, logical_id), res["Properties"]["AddonName"]
+
+
+def test_ebs_csi_after_its_pod_identity_and_storage_class_after_ebs_csi(platform):
+    tpl = platform.template_json("Cluster")
+    ebs = _logical_id(tpl, "AWS::EKS::Addon", lambda p: p["AddonName"] == "aws-ebs-csi-driver")
+    assoc = _logical_id(tpl, "AWS::EKS::PodIdentityAssociation", lambda p: p["ServiceAccount"] == "ebs-csi-controller-sa")
+    assert assoc in _depends_on(tpl, ebs)
+    storage = [r for r in platform.assembly.manifests() if "StorageClass" in json.dumps(r.properties["Manifest"])]
+    assert ebs in storage[0].depends_on

@@ -1,0 +1,168 @@
+"""Config: defaults, overrides, and table-driven bad inputs with exact messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import config
+from tests.platform_synth import ROOT, cdk_json_context
+
+
+def test_cdk_json_platform_is_valid_and_matches_model_defaults():
+    base = cdk_json_context()[config.CONTEXT_KEY]
+    assert config.build_config(base) == config.PlatformConfig()
+
+
+def test_defaults_are_secure_and_env_agnostic():
+    cfg = config.build_config({})
+    assert cfg.cluster.endpoint.access == "private"
+    assert cfg.cluster.endpoint.public_cidrs == ()
+    assert cfg.cluster.kubernetes_version == "1.35"
+    assert cfg.network.availability_zones == ()  # no lookups, no credentials
+
+
+def test_config_is_frozen():
+    cfg = config.build_config({})
+    with pytest.raises(Exception):
+        cfg.cluster.name = "other"  # type: ignore[misc]
+
+
+def test_command_line_overrides_are_parsed_as_json_or_string():
+    cfg = config.build_config(
+        {},
+        {
+            "platform.cluster.name": "ml-prod",
+            "platform.network.nat_gateways": "2",
+            "platform.cluster.endpoint.access": "public_and_private",
+            "platform.cluster.endpoint.public_cidrs": '["203.0.113.0/24"]',
+        },
+    )
+    assert cfg.cluster.name == "ml-prod"
+    assert cfg.network.nat_gateways == 2
+    assert cfg.cluster.endpoint.public_cidrs == ("203.0.113.0/24",)
+
+
+def test_text_fields_keep_numeric_looking_overrides_as_text():
+    cfg = config.build_config({}, {"platform.cluster.kubernetes_version": "1.36"})
+    assert cfg.cluster.kubernetes_version == "1.36"
+
+
+def test_load_from_context_uses_cdk_json_and_overrides():
+    ctx = cdk_json_context()
+    ctx["platform.cluster.system_nodes.desired_size"] = "3"
+    assert config.load_from_context(ctx).cluster.system_nodes.desired_size == 3
+
+
+# (overrides, field path named in the message, a fragment of the reason)
+BAD_INPUTS = [
+    ({"platform.cluster.name": ""}, "platform.cluster.name", "2-40 characters"),
+    ({"platform.cluster.name": "Bad_Name"}, "platform.cluster.name", "lowercase letters"),
+    ({"platform.cluster.name": "-starts-with-hyphen"}, "platform.cluster.name", "starting with a letter"),
+    ({"platform.cluster.name": "x" * 41}, "platform.cluster.name", "2-40 characters"),
+    ({"platform.cluster.name": 42}, "platform.cluster.name", "valid string"),
+    ({"platform.cluster.kubernetes_version": "1.29"}, "platform.cluster.kubernetes_version", "one of 1.35, 1.36"),
+    ({"platform.cluster.kubernetes_version": 1.35}, "platform.cluster.kubernetes_version", "valid string"),
+    ({"platform.cluster.nmae": "typo"}, "platform.cluster.nmae", "unknown key"),
+    ({"platform.clusterr.name": "typo"}, "platform.clusterr", "unknown key"),
+    (
+        {"platform.cluster.endpoint.access": "public_and_private",
+         "platform.cluster.endpoint.public_cidrs": ["0.0.0.0/0"]},
+        "platform.cluster.endpoint.public_cidrs",
+        "whole internet",
+    ),
+    ({"platform.cluster.endpoint.access": "public_and_private"}, "platform.cluster.endpoint", "at least one"),
+    ({"platform.cluster.endpoint.access": "public"}, "platform.cluster.endpoint.access", "'private' or 'public_and_private'"),
+    (
+        {"platform.cluster.endpoint.access": "public_and_private",
+         "platform.cluster.endpoint.public_cidrs": ["10.0.0.1/8"]},
+        "platform.cluster.endpoint.public_cidrs",
+        "CIDR form",
+    ),
+    ({"platform.cluster.endpoint.public_cidrs": ["203.0.113.0/24"]}, "platform.cluster.endpoint", "only allowed with access"),
+    ({"platform.cluster.system_nodes.desired_size": 0}, "platform.cluster.system_nodes.desired_size", "greater than or equal to 1"),
+    ({"platform.cluster.system_nodes.min_size": -1}, "platform.cluster.system_nodes.min_size", "greater than or equal to 1"),
+    ({"platform.cluster.system_nodes.desired_size": "2"}, "platform.cluster.system_nodes.desired_size", "valid integer"),
+    ({"platform.cluster.system_nodes.desired_size": True}, "platform.cluster.system_nodes.desired_size", "valid integer"),
+    ({"platform.cluster.system_nodes.max_size": 1}, "platform.cluster.system_nodes", "min_size <= desired_size <= max_size"),
+    ({"platform.cluster.system_nodes.instance_type": "large"}, "platform.cluster.system_nodes.instance_type", "EC2 instance type"),
+    ({"platform.cluster.admin_principal_arns": ["alice"]}, "platform.cluster.admin_principal_arns", "IAM role or user ARN"),
+    ({"platform.cluster.admin_principal_arns": "arn:aws:iam::111122223333:role/A"}, "platform.cluster.admin_principal_arns", "valid array"),
+    ({"platform.network.vpc_cidr": "10.0.0.0/33"}, "platform.network.vpc_cidr", "CIDR form"),
+    ({"platform.network.vpc_cidr": "10.0.0.1/16"}, "platform.network.vpc_cidr", "CIDR form"),
+    ({"platform.network.vpc_cidr": "8.8.0.0/16"}, "platform.network.vpc_cidr", "private (RFC 1918)"),
+    ({"platform.network.vpc_cidr": "10.0.0.0/24"}, "platform.network.vpc_cidr", "between /16 and /20"),
+    ({"platform.network.az_count": 1}, "platform.network.az_count", "greater than or equal to 2"),
+    ({"platform.network.az_count": 3}, "platform.network", "availability_zones listed by name"),
+    ({"platform.network.nat_gateways": 0}, "platform.network.nat_gateways", "greater than or equal to 1"),
+    ({"platform.network.nat_gateways": 2, "platform.network.az_count": 2,
+      "platform.network.availability_zones": ["us-east-1a"]}, "platform.network", "lists 1 zones but az_count is 2"),
+    ({"platform.network.availability_zones": ["us-east-1a", "nowhere"]}, "platform.network.availability_zones", "availability zone name"),
+    ({"platform.tags": {"aws:owner": "me"}}, "platform.tags", "must not start with 'aws:'"),
+    ({"platform.tags": {"team": 7}}, "platform.tags.team", "valid string"),
+    ({"platform.tags": "team=ml"}, "platform.tags", "should be an object"),
+]
+
+
+@pytest.mark.parametrize("overrides,path,reason", BAD_INPUTS, ids=[f"{i}:{b[1]}" for i, b in enumerate(BAD_INPUTS)])
+def test_bad_input_names_field_value_and_reason(overrides, path, reason):
+    base: dict = {}
+    for dotted, value in overrides.items():  # typed values, as they would stand in cdk.json
+        config._set_path(base, dotted.removeprefix("platform."), value)
+    with pytest.raises(config.ConfigError) as info:
+        config.build_config(base)
+    message = str(info.value)
+    lines = [line for line in info.value.problems if line.startswith(path + ":")]
+    assert lines, f"no problem names {path!r}:\n{message}"
+    assert any(reason in line for line in lines), f"{reason!r} not in:\n{message}"
+
+
+def test_unknown_key_message_lists_allowed_keys():
+    with pytest.raises(config.ConfigError) as info:
+        config.build_config({"network": {"nat_gateway": 1}})
+    assert "allowed keys: availability_zones, az_count, nat_gateways, vpc_cidr" in str(info.value)
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(config.ConfigError) as info:
+        config.build_config({"cluster": {"name": "X", "kubernetes_version": "1.2"}, "network": {"nat_gateways": 0}})
+    assert len(info.value.problems) == 3
+
+
+def test_the_value_given_is_quoted_in_the_message():
+    with pytest.raises(config.ConfigError) as info:
+        config.build_config({}, {"platform.network.vpc_cidr": "8.8.0.0/16"})
+    assert '"8.8.0.0/16"' in str(info.value)
+
+
+def test_platform_must_be_an_object():
+    with pytest.raises(config.ConfigError, match="must be a JSON object"):
+        config.build_config(["not", "a", "dict"])  # type: ignore[arg-type]
+
+
+def _run_app(context: dict, outdir) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(CDK_CONTEXT_JSON=json.dumps(context), CDK_OUTDIR=str(outdir), CDK_VALIDATION="false")
+    return subprocess.run(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_app_refuses_bad_override_with_a_message_and_no_traceback(tmp_path):
+    ctx = cdk_json_context()
+    ctx["platform.network.nat_gateways"] = "many"
+    result = _run_app(ctx, tmp_path)
+    assert result.returncode == 2
+    assert "platform.network.nat_gateways" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not list(tmp_path.glob("**/*.template.json")), "nothing may be synthesized"
+
+
+def test_app_synthesizes_the_default_config_without_credentials(tmp_path):
+    result = _run_app(cdk_json_context(), tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list(tmp_path.glob("assembly-*/*.template.json"))) >= 2

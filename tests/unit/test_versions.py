@@ -1,0 +1,42 @@
+"""Pinned versions agree everywhere they appear (versions.py is the one place to change them)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import yaml
+
+import versions
+from tests.platform_synth import ROOT
+
+
+def _requirement(name: str, file: str = "requirements.txt") -> str:
+    text = (ROOT / file).read_text()
+    match = re.search(rf"^{re.escape(name)}==(\S+)$", text, re.MULTILINE | re.IGNORECASE)
+    assert match, f"{name} is not pinned in {file}"
+    return match.group(1)
+
+
+def test_cdk_library_versions():
+    assert _requirement("aws-cdk-lib") == versions.AWS_CDK_LIB
+    assert _requirement("constructs") == versions.CONSTRUCTS
+
+
+def test_cdk_cli_version_is_pinned_in_package_json_and_lock():
+    assert json.loads((ROOT / "package.json").read_text())["devDependencies"]["aws-cdk"] == versions.CDK_CLI
+    lock = json.loads((ROOT / "package-lock.json").read_text())
+    assert lock["packages"]["node_modules/aws-cdk"]["version"] == versions.CDK_CLI
+
+
+def test_every_supported_kubernetes_version_has_its_kubectl_layer_pinned():
+    for version, (module, _cls) in versions.KUBERNETES_VERSIONS.items():
+        minor = version.split(".")[1]
+        assert module.endswith(f"kubectl_v{minor}")
+        _requirement(f"aws-cdk.lambda-layer-kubectl-v{minor}")
+    assert versions.DEFAULT_KUBERNETES_VERSION in versions.KUBERNETES_VERSIONS
+
+
+def test_cilium_version_matches_the_vendored_chart():
+    chart = yaml.safe_load((ROOT / "schemas" / "cilium" / "Chart.yaml").read_text())
+    assert chart["version"] == versions.CILIUM_CHART_VERSION
