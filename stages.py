@@ -5,6 +5,7 @@ from __future__ import annotations
 import aws_cdk as cdk
 from constructs import Construct
 
+from compliance import nag
 from config import PlatformConfig
 from stacks.cluster_stack import ClusterStack
 from stacks.network_stack import NetworkStack
@@ -54,6 +55,9 @@ class PlatformStage(cdk.Stage):
         for key, value in config.tags.items():
             cdk.Tags.of(self).add(key, value)
         cdk.Tags.of(self).add("dynamic-factory/cluster", name)
+
+        # Security gate: synth fails on any cdk-nag finding not acknowledged with a reason.
+        nag.enable(self)
 
     @property
     def stacks(self) -> list[cdk.Stack]:

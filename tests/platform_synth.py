@@ -12,6 +12,7 @@ import aws_cdk as cdk
 from aws_cdk.assertions import Template
 
 import config as config_mod
+from compliance import nag
 from stages import PlatformStage
 from tools.render import Assembly
 
@@ -53,5 +54,11 @@ def synth_platform(outdir: Path, overrides: Mapping[str, Any] | None = None) -> 
         builtin_cloud_formation_validation=False,
     )
     stage = PlatformStage(app, "DynamicFactory", config=cfg)
-    app.synth()
+    try:
+        app.synth()
+    except RuntimeError as err:
+        if "ValidationFailed" not in str(err):
+            raise
+        lines = "\n".join(f"  {path}: {finding}" for path, finding in nag.findings(outdir))
+        raise AssertionError(f"cdk-nag findings without an acknowledgement:\n{lines}") from None
     return SynthesizedPlatform(config=cfg, stage=stage, outdir=outdir)
