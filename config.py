@@ -22,15 +22,17 @@ into one readable message.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 import versions
+from charts import karpenter_nodes as kn
 
 CONTEXT_KEY = "platform"
 CDK_JSON = Path(__file__).resolve().parent / "cdk.json"
@@ -196,9 +198,80 @@ class NetworkConfig(_Model):
         return self
 
 
+class _PoolConfig(_Model):
+    """Limits and instance choice of one Karpenter NodePool.
+
+    Defaults and the full validation of the combination come from the chart
+    (charts/karpenter_nodes.py), so the config and the manifests cannot disagree.
+    """
+
+    base_pool: ClassVar[kn.NodePoolSettings]
+
+    def settings(self) -> kn.NodePoolSettings:
+        """The chart's NodePoolSettings for this pool."""
+        fields = self.model_dump(exclude={"enabled"})
+        return dataclasses.replace(self.base_pool, **fields)
+
+    @model_validator(mode="after")
+    def _chart_accepts(self):
+        try:
+            pool = self.settings()
+        except ValueError as err:
+            raise ValueError(str(err).split(": ", 1)[-1]) from None
+        if pool.gpu != self.base_pool.gpu:
+            kind = "GPU" if self.base_pool.gpu else "non-GPU"
+            raise ValueError(f"instance_families {list(pool.instance_families)} must all be {kind} families here")
+        return self
+
+
+def _pool_model(name: str, pool: kn.NodePoolSettings, *, gpu: bool = False) -> type[_PoolConfig]:
+    fields: dict[str, Any] = {
+        "instance_families": (tuple[str, ...], pool.instance_families),
+        "instance_sizes": (tuple[str, ...], pool.instance_sizes),
+        "cpu_limit": (int, Field(pool.cpu_limit, ge=1, le=100_000)),
+        "memory_limit_gib": (int, Field(pool.memory_limit_gib, ge=1, le=1_000_000)),
+        "consolidate_after": (str, pool.consolidate_after),
+        "expire_after": (str, pool.expire_after),
+    }
+    if gpu:
+        fields["enabled"] = (bool, False)
+        fields["gpu_limit"] = (int, Field(pool.gpu_limit, ge=1, le=10_000))
+    model = create_model(name, __base__=_PoolConfig, **fields)
+    model.base_pool = pool
+    return model
+
+
+SpotPoolConfig = _pool_model("SpotPoolConfig", kn.DEFAULT_SPOT_POOL)
+OnDemandPoolConfig = _pool_model("OnDemandPoolConfig", kn.DEFAULT_ON_DEMAND_POOL)
+GpuPoolConfig = _pool_model("GpuPoolConfig", kn.DEFAULT_GPU_POOL, gpu=True)
+
+
+class KarpenterConfig(_Model):
+    """Karpenter's node pools: ``spot`` (Ray workers, batch), ``on_demand`` (Ray head, hub), ``gpu`` (off)."""
+
+    ami_alias: str = kn.DEFAULT_AMI_ALIAS
+    spot: SpotPoolConfig = SpotPoolConfig()  # type: ignore[valid-type]
+    on_demand: OnDemandPoolConfig = OnDemandPoolConfig()  # type: ignore[valid-type]
+    gpu: GpuPoolConfig = GpuPoolConfig()  # type: ignore[valid-type]
+
+    @field_validator("ami_alias")
+    @classmethod
+    def _alias(cls, value: str) -> str:
+        if not re.match(r"^al2023@v\d{8}$", value):
+            raise ValueError("must be a pinned AL2023 alias such as al2023@v20260818 (never @latest)")
+        return value
+
+    def node_pools(self) -> list[kn.NodePoolSettings]:
+        pools = [self.spot.settings(), self.on_demand.settings()]
+        if self.gpu.enabled:
+            pools.append(self.gpu.settings())
+        return pools
+
+
 class PlatformConfig(_Model):
     cluster: ClusterConfig = ClusterConfig()
     network: NetworkConfig = NetworkConfig()
+    karpenter: KarpenterConfig = KarpenterConfig()
     tags: dict[str, str] = Field(default_factory=lambda: {"project": "dynamic-factory"})
 
     @field_validator("tags")

@@ -8,6 +8,7 @@ from constructs import Construct
 from compliance import nag
 from config import PlatformConfig
 from stacks.cluster_stack import ClusterStack
+from stacks.karpenter_stack import KarpenterStack
 from stacks.network_stack import NetworkStack
 
 
@@ -52,6 +53,19 @@ class PlatformStage(cdk.Stage):
         )
         self.cluster.add_stack_dependency(self.network)
 
+        self.karpenter = KarpenterStack(
+            self,
+            "Karpenter",
+            stack_name=f"{name}-karpenter",
+            description=f"Dynamic Factory {name}: Karpenter, interruption queue, node pools",
+            cluster=self.cluster.cluster,
+            cluster_name=name,
+            node_pools=config.karpenter.node_pools(),
+            ami_alias=config.karpenter.ami_alias,
+        )
+        # Karpenter runs on the system nodes and needs the Pod Identity agent and CoreDNS.
+        self.karpenter.add_stack_dependency(self.cluster)
+
         for key, value in config.tags.items():
             cdk.Tags.of(self).add(key, value)
         cdk.Tags.of(self).add("dynamic-factory/cluster", name)
@@ -61,4 +75,4 @@ class PlatformStage(cdk.Stage):
 
     @property
     def stacks(self) -> list[cdk.Stack]:
-        return [self.network, self.cluster]
+        return [self.network, self.cluster, self.karpenter]

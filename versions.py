@@ -26,6 +26,10 @@ CILIUM_CHART_VERSION = "1.20.0"
 KARPENTER_CHART_REPO = "oci://public.ecr.aws/karpenter"
 KARPENTER_CHART_VERSION = "1.14.1"
 
+# Installed with the GPU NodePool only.
+NVIDIA_DEVICE_PLUGIN_REPO = "https://nvidia.github.io/k8s-device-plugin"
+NVIDIA_DEVICE_PLUGIN_VERSION = "0.20.0"
+
 KUBERAY_CHART_REPO = "https://ray-project.github.io/kuberay-helm/"
 KUBERAY_CHART_VERSION = "1.7.0"
 

@@ -34,3 +34,8 @@ def _snake_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unsupported metadata keys: {sorted(unknown)}")
     return {allowed[k]: v for k, v in metadata.items()}
+
+
+def cdk8s_app() -> cdk8s.App:
+    """A cdk8s App for charts that CDK applies to the cluster (the App itself writes nothing)."""
+    return cdk8s.App(yaml_output_type=cdk8s.YamlOutputType.FILE_PER_APP)

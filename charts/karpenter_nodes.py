@@ -33,6 +33,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import cdk8s
 from constructs import Construct
 
+from charts.cilium_values import AGENT_NOT_READY_TAINT_KEY
 from charts.k8s import api_object
 
 __all__ = [
@@ -141,7 +142,7 @@ class Taint:
 # blanket toleration), so no workload keeps a network set up without Cilium. Cilium's operator removes the
 # taint (any effect) once cilium-agent runs on the node; Karpenter ignores startup taints when simulating
 # scheduling, so pods need no toleration for it.
-CILIUM_STARTUP_TAINT = Taint(key="node.cilium.io/agent-not-ready", value="true", effect="NoExecute")
+CILIUM_STARTUP_TAINT = Taint(key=AGENT_NOT_READY_TAINT_KEY, value="true", effect="NoExecute")
 ON_DEMAND_TAINT = Taint(key=POOL_LABEL_KEY, value="on-demand", effect="NoSchedule")
 GPU_TAINT = Taint(key="nvidia.com/gpu", value="true", effect="NoSchedule")
 

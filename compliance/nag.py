@@ -112,10 +112,81 @@ ACKNOWLEDGEMENTS: tuple[Acknowledgement, ...] = (
             ("AmazonSSMManagedInstanceCore", "SSM sessions instead of SSH keys"),
         )
     ),
+    *(
+        Acknowledgement(
+            "Karpenter/NodeRole/Role/Resource",
+            _NODE_POLICY.format(policy),
+            f"{policy} is the AWS-maintained minimum for a Karpenter node ({why})",
+        )
+        for policy, why in (
+            ("AmazonEKSWorkerNodePolicy", "join the cluster"),
+            ("AmazonEC2ContainerRegistryPullOnly", "pull images, no push"),
+            ("AmazonSSMManagedInstanceCore", "SSM sessions instead of SSH keys"),
+        )
+    ),
     Acknowledgement(
         "Cluster/EbsCsiIdentity/Role/Resource",
         "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy]",
         "AWS's policy for the EBS CSI driver scopes volume and snapshot actions by the driver's own tags",
+    ),
+)
+
+
+# --- Karpenter controller (Karpenter 1.14 reference policy, same scoping) ----------------
+_KARPENTER_EC2 = "arn:<AWS::Partition>:ec2:<AWS::Region>"
+_LAUNCH_INPUTS = "launch inputs chosen by the EC2NodeClass at run time; the instances and fleets themselves"
+ACKNOWLEDGEMENTS += (
+    *(
+        Acknowledgement(
+            "Karpenter/Controller/NodeLifecyclePolicy/Resource",
+            f"AwsSolutions-IAM5[Resource::{_KARPENTER_EC2}:{owner}:{kind}/*]",
+            f"RunInstances/CreateFleet must reference any {kind} among the {_LAUNCH_INPUTS} are only "
+            "allowed with the cluster and nodepool request tags (Karpenter's reference policy)",
+        )
+        for owner, kind in (
+            ("", "image"), ("", "snapshot"), ("*", "security-group"), ("*", "subnet"),
+            ("*", "capacity-reservation"), ("*", "placement-group"),
+        )
+    ),
+    *(
+        Acknowledgement(
+            "Karpenter/Controller/NodeLifecyclePolicy/Resource",
+            f"AwsSolutions-IAM5[Resource::{_KARPENTER_EC2}:*:{kind}/*]",
+            f"{kind} ids are unknown until Karpenter creates them; creation, tagging and deletion require "
+            "kubernetes.io/cluster/<name>=owned, eks:eks-cluster-name and karpenter.sh/nodepool tags",
+        )
+        for kind in ("fleet", "instance", "volume", "network-interface", "launch-template", "spot-instances-request")
+    ),
+    *(
+        Acknowledgement(
+            f"Karpenter/Controller/{policy}Policy/Resource",
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iam::<AWS::AccountId>:instance-profile/*]",
+            "Karpenter names instance profiles at run time; every change requires the cluster, region and "
+            "ec2nodeclass tags, and reads stay within this account",
+        )
+        for policy in ("IAMIntegration", "ResourceDiscovery")
+    ),
+    Acknowledgement(
+        "Karpenter/Controller/ResourceDiscoveryPolicy/Resource",
+        "AwsSolutions-IAM5[Resource::*]",
+        "EC2 Describe*, pricing:GetProducts and iam:ListInstanceProfiles have no resource-level permissions; "
+        "Describe is limited to this region and pricing to the pricing endpoints' regions",
+    ),
+    Acknowledgement(
+        "Karpenter/Controller/ResourceDiscoveryPolicy/Resource",
+        "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ssm:<AWS::Region>::parameter/aws/service/*]",
+        "read-only access to the public parameters AWS publishes AMI ids under (/aws/service/...)",
+    ),
+    Acknowledgement(
+        "Karpenter/Controller/ZonalShiftPolicy/Resource",
+        "AwsSolutions-IAM5[Resource::*]",
+        "arc-zonal-shift:GetManagedResource is limited to this cluster by the ResourceIdentifier condition",
+    ),
+    Acknowledgement(
+        "Karpenter/Interruption/Queue/Resource",
+        "AwsSolutions-SQS3",
+        "interruption notices are worthless after their 300 s retention (a Spot warning gives two minutes); "
+        "a dead-letter queue would only keep stale notices, as in Karpenter's reference template",
     ),
 )
 

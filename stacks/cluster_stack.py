@@ -16,6 +16,7 @@ from constructs import Construct
 import versions
 from cdk_constructs.pod_identity import PodIdentityRole
 from charts import cilium_values
+from charts.k8s import cdk8s_app
 from charts.storage import StorageChart
 from stacks.network_stack import DISCOVERY_TAG
 
@@ -335,9 +336,3 @@ class ClusterStack(cdk.Stack):
         storage.node.add_dependency(ebs)
         return addons
 
-
-def cdk8s_app():
-    """A cdk8s App for charts that are applied by CDK (fixed object names, no output dir)."""
-    import cdk8s
-
-    return cdk8s.App(yaml_output_type=cdk8s.YamlOutputType.FILE_PER_APP)

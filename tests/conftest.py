@@ -21,6 +21,8 @@ VARIANT_OVERRIDES = {
     "platform.network.az_count": 3,
     "platform.network.availability_zones": ["eu-west-1a", "eu-west-1b", "eu-west-1c"],
     "platform.network.nat_gateways": 3,
+    "platform.karpenter.gpu.enabled": True,
+    "platform.karpenter.spot.cpu_limit": 512,
 }
 
 
@@ -32,7 +34,7 @@ def platform(tmp_path_factory) -> SynthesizedPlatform:
 
 @pytest.fixture(scope="session")
 def variant(tmp_path_factory) -> SynthesizedPlatform:
-    """Public endpoint with CIDRs, three AZs and NAT gateways, admins, Kubernetes 1.36."""
+    """Public endpoint with CIDRs, three AZs and NAT gateways, admins, Kubernetes 1.36, GPU pool."""
     return synth_platform(tmp_path_factory.mktemp("cdk-variant"), VARIANT_OVERRIDES)
 
 

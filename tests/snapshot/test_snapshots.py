@@ -11,6 +11,7 @@ import re
 import pytest
 from syrupy.extensions.json import JSONSnapshotExtension
 
+STACKS = ["Network", "Cluster", "Karpenter"]
 _ASSET_HASH = re.compile(r"[0-9a-f]{64}")
 
 
@@ -23,11 +24,15 @@ def snapshot_json(snapshot):
     return snapshot.use_extension(JSONSnapshotExtension)
 
 
-@pytest.mark.parametrize("stack_id", ["Network", "Cluster"])
+@pytest.mark.parametrize("stack_id", STACKS)
 def test_default_stack_snapshot(platform, snapshot_json, stack_id):
     assert masked(platform.template_json(stack_id)) == snapshot_json
 
 
-@pytest.mark.parametrize("stack_id", ["Network", "Cluster"])
+@pytest.mark.parametrize("stack_id", STACKS)
 def test_variant_stack_snapshot(variant, snapshot_json, stack_id):
     assert masked(variant.template_json(stack_id)) == snapshot_json
+
+
+def test_every_stack_has_a_snapshot(platform):
+    assert [s.node.id for s in platform.stage.stacks] == STACKS

@@ -47,6 +47,20 @@ def test_command_line_overrides_are_parsed_as_json_or_string():
     assert cfg.cluster.endpoint.public_cidrs == ("203.0.113.0/24",)
 
 
+def test_gpu_pool_only_when_enabled():
+    assert [p.name for p in config.build_config({}).karpenter.node_pools()] == ["spot", "on-demand"]
+    enabled = config.build_config({}, {"platform.karpenter.gpu.enabled": "true"})
+    assert [p.name for p in enabled.karpenter.node_pools()] == ["spot", "on-demand", "gpu"]
+
+
+def test_pool_overrides_reach_the_chart_settings():
+    cfg = config.build_config({}, {"platform.karpenter.spot.cpu_limit": "64",
+                                   "platform.karpenter.spot.instance_families": '["c7i", "m7i"]'})
+    spot = cfg.karpenter.node_pools()[0]
+    assert spot.cpu_limit == 64 and spot.instance_families == ("c7i", "m7i")
+    assert spot.capacity_types == ("spot", "on-demand")  # not configurable: Spot first, always
+
+
 def test_text_fields_keep_numeric_looking_overrides_as_text():
     cfg = config.build_config({}, {"platform.cluster.kubernetes_version": "1.36"})
     assert cfg.cluster.kubernetes_version == "1.36"
@@ -105,6 +119,19 @@ BAD_INPUTS = [
     ({"platform.tags": {"aws:owner": "me"}}, "platform.tags", "must not start with 'aws:'"),
     ({"platform.tags": {"team": 7}}, "platform.tags.team", "valid string"),
     ({"platform.tags": "team=ml"}, "platform.tags", "should be an object"),
+    # Karpenter pools
+    ({"platform.karpenter.spot.instance_families": ["x9"]}, "platform.karpenter.spot", "instance_families ['x9']"),
+    ({"platform.karpenter.spot.instance_families": []}, "platform.karpenter.spot", "must not be empty"),
+    ({"platform.karpenter.spot.instance_sizes": ["huge"]}, "platform.karpenter.spot", "instance_sizes ['huge']"),
+    ({"platform.karpenter.spot.cpu_limit": 0}, "platform.karpenter.spot.cpu_limit", "greater than or equal to 1"),
+    ({"platform.karpenter.on_demand.memory_limit_gib": -5}, "platform.karpenter.on_demand.memory_limit_gib", "greater than or equal to 1"),
+    ({"platform.karpenter.spot.consolidate_after": "soon"}, "platform.karpenter.spot", "consolidate_after 'soon'"),
+    ({"platform.karpenter.on_demand.expire_after": "30d"}, "platform.karpenter.on_demand", "expire_after '30d'"),
+    ({"platform.karpenter.gpu.enabled": "yes"}, "platform.karpenter.gpu.enabled", "valid boolean"),
+    ({"platform.karpenter.gpu.gpu_limit": 0}, "platform.karpenter.gpu.gpu_limit", "greater than or equal to 1"),
+    ({"platform.karpenter.gpu.instance_families": ["m7i"]}, "platform.karpenter.gpu", "gpu"),
+    ({"platform.karpenter.ami_alias": "al2023@latest"}, "platform.karpenter.ami_alias", "never @latest"),
+    ({"platform.karpenter.spot.cpu": 8}, "platform.karpenter.spot.cpu", "unknown key"),
 ]
 
 

@@ -1,0 +1,162 @@
+"""Karpenter: the part of the factory that grows and shrinks the machines.
+
+Deploy order in this stack (each edge an explicit CloudFormation dependency):
+interruption queue + controller role + Pod Identity association -> karpenter-crd chart ->
+karpenter chart -> EC2NodeClass and NodePools (-> NVIDIA device plugin when the GPU pool is on).
+The whole stack comes after the cluster stack, so the system nodes, the Pod Identity agent
+and CoreDNS already run when the controller starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import aws_cdk as cdk
+from aws_cdk import aws_eks_v2 as eks
+from constructs import Construct
+
+import versions
+from cdk_constructs.karpenter_iam import KarpenterControllerRole, KarpenterNodeRole
+from cdk_constructs.karpenter_interruption import KarpenterInterruptionQueue
+from cdk_constructs.pod_identity import PodIdentityRole
+from charts import karpenter_nodes as kn
+from charts.k8s import cdk8s_app
+from stacks.cluster_stack import SYSTEM_NODE_LABEL, SYSTEM_TOLERATION
+
+NAMESPACE = "kube-system"
+SERVICE_ACCOUNT = "karpenter"
+
+
+def karpenter_values(*, cluster_name: str, queue_name: str, replicas: int = 2) -> dict[str, Any]:
+    """Helm values of the karpenter chart (keys exist in the chart's values.yaml; tests check)."""
+    return {
+        "settings": {"clusterName": cluster_name, "interruptionQueue": queue_name},
+        "replicas": replicas,
+        "serviceAccount": {"create": True, "name": SERVICE_ACCOUNT},
+        # The controller runs on the system node group, never on nodes it manages.
+        "nodeSelector": {"kubernetes.io/os": "linux", **dict([SYSTEM_NODE_LABEL])},
+        "tolerations": [SYSTEM_TOLERATION],
+        "controller": {
+            "resources": {
+                "requests": {"cpu": "200m", "memory": "512Mi"},
+                "limits": {"memory": "512Mi"},
+            }
+        },
+    }
+
+
+def device_plugin_values(gpu_pool: kn.NodePoolSettings) -> dict[str, Any]:
+    """NVIDIA device plugin: only on GPU pool nodes, tolerating their taint."""
+    placement = kn.pool_placement(gpu_pool)
+    return {"nodeSelector": placement["nodeSelector"], "tolerations": placement["tolerations"]}
+
+
+class KarpenterStack(cdk.Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cluster: eks.ICluster,
+        cluster_name: str,
+        node_pools: Sequence[kn.NodePoolSettings],
+        ami_alias: str,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+
+        self.node_role = KarpenterNodeRole(self, "NodeRole", description=f"{cluster_name}: Karpenter nodes").role
+        # Nodes launched by Karpenter join the cluster through this access entry.
+        eks.AccessEntry(
+            self,
+            "NodeAccess",
+            cluster=cluster,
+            principal=self.node_role.role_arn,
+            access_entry_type=eks.AccessEntryType.EC2_LINUX,
+            access_policies=[],
+        )
+
+        self.interruption = KarpenterInterruptionQueue(self, "Interruption", queue_name=cluster_name)
+        self.controller = KarpenterControllerRole(
+            self,
+            "Controller",
+            cluster_name=cluster_name,
+            cluster_arn=cluster.cluster_arn,
+            node_role=self.node_role,
+            interruption_queue=self.interruption.queue,
+        )
+        identity = PodIdentityRole(
+            self,
+            "ControllerIdentity",
+            cluster=cluster,
+            namespace=NAMESPACE,
+            service_account=SERVICE_ACCOUNT,
+            role=self.controller.role,
+        )
+        # The role is useless to the controller until its policies are attached.
+        identity.association.node.add_dependency(self.controller)
+
+        self.crd_chart = eks.HelmChart(
+            self,
+            "KarpenterCrd",
+            cluster=cluster,
+            chart="karpenter-crd",
+            repository=versions.KARPENTER_CHART_REPO,
+            version=versions.KARPENTER_CHART_VERSION,
+            release="karpenter-crd",
+            namespace=NAMESPACE,
+            create_namespace=False,
+        )
+        self.controller_chart = eks.HelmChart(
+            self,
+            "Karpenter",
+            cluster=cluster,
+            chart="karpenter",
+            repository=versions.KARPENTER_CHART_REPO,
+            version=versions.KARPENTER_CHART_VERSION,
+            release="karpenter",
+            namespace=NAMESPACE,
+            create_namespace=False,
+            skip_crds=True,  # owned by the karpenter-crd release, so upgrades update them
+            values=karpenter_values(cluster_name=cluster_name, queue_name=self.interruption.queue_name),
+            wait=True,
+        )
+        # CRDs first; the controller reads the queue named in its settings and needs
+        # Pod Identity credentials when its pods are created.
+        self.controller_chart.node.add_dependency(self.crd_chart)
+        self.controller_chart.node.add_dependency(self.interruption)
+        self.controller_chart.node.add_dependency(identity)
+
+        nodes_chart = kn.KarpenterNodesChart(
+            cdk8s_app(),
+            "karpenter-nodes",
+            cluster_name=cluster_name,
+            node_role_name=self.node_role.role_name,
+            node_pools=node_pools,
+            ami_alias=ami_alias,
+        )
+        self.node_pools = eks.KubernetesManifest(
+            self, "NodePools", cluster=cluster, manifest=nodes_chart.to_json(), prune=True
+        )
+        # NodePools and the EC2NodeClass are custom resources of the Karpenter CRDs and are
+        # reconciled by the controller: apply them only once both exist.
+        self.node_pools.node.add_dependency(self.controller_chart)
+
+        gpu_pools = [p for p in node_pools if p.gpu]
+        if gpu_pools:
+            plugin = eks.HelmChart(
+                self,
+                "NvidiaDevicePlugin",
+                cluster=cluster,
+                chart="nvidia-device-plugin",
+                repository=versions.NVIDIA_DEVICE_PLUGIN_REPO,
+                version=versions.NVIDIA_DEVICE_PLUGIN_VERSION,
+                release="nvidia-device-plugin",
+                namespace=NAMESPACE,
+                create_namespace=False,
+                values=device_plugin_values(gpu_pools[0]),
+            )
+            # GPU pods are only schedulable once the plugin advertises nvidia.com/gpu.
+            plugin.node.add_dependency(self.node_pools)
+
+        cdk.CfnOutput(self, "InterruptionQueueName", value=self.interruption.queue.queue_name)

@@ -1,0 +1,206 @@
+"""Karpenter wired into the platform: Helm releases, values, node pools, identities and deploy order."""
+
+from __future__ import annotations
+
+import json
+import yaml
+
+import versions
+from charts import karpenter_nodes as kn
+from tests.platform_synth import ROOT
+from tests.support.k8s_schema import CrdValidator
+
+KARPENTER_SCHEMAS = ROOT / "schemas" / "karpenter"
+
+
+def _resources(synth, type_):
+    return {k: v for k, v in synth.template_json("Karpenter")["Resources"].items() if v["Type"] == type_}
+
+
+def _depends(synth, logical_id) -> set[str]:
+    deps = synth.template_json("Karpenter")["Resources"][logical_id].get("DependsOn", [])
+    return {deps} if isinstance(deps, str) else set(deps)
+
+
+def _node_pool_resource(synth):
+    (res,) = [r for r in synth.assembly.manifests() if any(o["kind"] == "NodePool" for o in r.objects)]
+    assert "Karpenter" in res.stack
+    return res
+
+
+def _objects(synth, kind):
+    return [o for o in _node_pool_resource(synth).objects if o["kind"] == kind]
+
+
+# ------------------------------------------------------------------ Helm
+
+
+def test_crd_and_controller_charts_are_pinned(platform):
+    releases = platform.assembly.helm_releases()
+    for name, chart in (("karpenter-crd", "karpenter-crd"), ("karpenter", "karpenter")):
+        props = releases[name].properties
+        assert props["Chart"] == chart
+        assert props["Version"] == versions.KARPENTER_CHART_VERSION
+        assert props["Repository"] == "oci://public.ecr.aws/karpenter"
+        assert props["Namespace"] == "kube-system"
+    assert releases["karpenter"].properties["SkipCrds"] is True
+
+
+def test_chart_version_matches_vendored_chart():
+    chart = yaml.safe_load((KARPENTER_SCHEMAS / "Chart.yaml").read_text())
+    assert chart["version"] == chart["appVersion"] == versions.KARPENTER_CHART_VERSION
+
+
+def test_controller_values(platform):
+    values = platform.assembly.helm_releases()["karpenter"].values
+    assert values["settings"]["clusterName"] == "dynamic-factory"
+    assert values["replicas"] == 2
+    assert values["nodeSelector"]["dynamic-factory/node-role"] == "system"
+    assert {"key": "CriticalAddonsOnly", "operator": "Exists", "effect": "NoSchedule"} in values["tolerations"]
+
+
+def test_interruption_queue_setting_is_the_queue_name_not_url_or_arn(platform):
+    values = platform.assembly.helm_releases()["karpenter"].values
+    (queue,) = _resources(platform, "AWS::SQS::Queue").values()
+    assert values["settings"]["interruptionQueue"] == queue["Properties"]["QueueName"] == "dynamic-factory"
+
+
+def _known_paths(node, prefix=()):
+    if isinstance(node, dict):
+        for key, child in node.items():
+            yield prefix + (key,)
+            yield from _known_paths(child, prefix + (key,))
+
+
+def _set_paths(node, prefix=()):
+    """Paths we set, stopping at free-form maps/lists (nodeSelector, tolerations, resources)."""
+    free_form = {"nodeSelector", "tolerations", "resources", "podAnnotations", "podLabels"}
+    for key, child in node.items():
+        yield prefix + (key,)
+        if isinstance(child, dict) and key not in free_form:
+            yield from _set_paths(child, prefix + (key,))
+
+
+def test_every_value_we_set_exists_in_the_upstream_values_file(platform):
+    upstream = set(_known_paths(yaml.safe_load((KARPENTER_SCHEMAS / "values.yaml").read_text())))
+    ours = platform.assembly.helm_releases()["karpenter"].values
+    unknown = [".".join(p) for p in _set_paths(ours) if p not in upstream]
+    assert unknown == []
+
+
+# ------------------------------------------------------------------ node pools
+
+
+def test_node_class_and_pools_validate_strictly_against_the_crds(any_platform):
+    validator = CrdValidator.from_files(sorted(KARPENTER_SCHEMAS.glob("*_*.yaml")))
+    objects = _node_pool_resource(any_platform).objects
+    assert {o["kind"] for o in objects} == {"EC2NodeClass", "NodePool"}
+    for obj in objects:
+        assert validator.errors(obj) == [], obj["metadata"]["name"]
+
+
+def test_default_pools_and_gpu_only_when_enabled(platform, variant):
+    assert {p["metadata"]["name"] for p in _objects(platform, "NodePool")} == {"spot", "on-demand"}
+    assert {p["metadata"]["name"] for p in _objects(variant, "NodePool")} == {"spot", "on-demand", "gpu"}
+
+
+def test_every_pool_has_the_cilium_startup_taint(any_platform):
+    for pool in _objects(any_platform, "NodePool"):
+        taints = pool["spec"]["template"]["spec"]["startupTaints"]
+        assert any(t["key"] == "node.cilium.io/agent-not-ready" for t in taints), pool["metadata"]["name"]
+
+
+def test_pools_consolidate_expire_and_have_budgets(platform):
+    for pool in _objects(platform, "NodePool"):
+        disruption = pool["spec"]["disruption"]
+        assert disruption["consolidationPolicy"] == "WhenEmptyOrUnderutilized"
+        assert disruption["consolidateAfter"] and disruption["budgets"]
+        assert pool["spec"]["template"]["spec"]["expireAfter"]
+
+
+def test_spot_pool_is_spot_first_and_broad(platform):
+    (spot,) = [p for p in _objects(platform, "NodePool") if p["metadata"]["name"] == "spot"]
+    reqs = {r["key"]: r for r in spot["spec"]["template"]["spec"]["requirements"]}
+    assert set(reqs["karpenter.sh/capacity-type"]["values"]) == {"spot", "on-demand"}
+    assert len(kn.reachable_instance_types(platform.config.karpenter.spot.settings())) >= 15
+
+
+def test_node_class_uses_the_node_role_imdsv2_and_encrypted_root(platform):
+    (node_class,) = _objects(platform, "EC2NodeClass")
+    spec = node_class["spec"]
+    (role_id,) = [k for k, v in _resources(platform, "AWS::IAM::Role").items()
+                  if "ec2.amazonaws.com" in json.dumps(v["Properties"]["AssumeRolePolicyDocument"])]
+    assert spec["role"] == "${" + role_id[:-8] + "}"
+    assert spec["metadataOptions"]["httpTokens"] == "required"
+    assert spec["metadataOptions"]["httpPutResponseHopLimit"] == 1
+    assert spec["blockDeviceMappings"][0]["ebs"]["encrypted"] is True
+    assert spec["amiSelectorTerms"] == [{"alias": platform.config.karpenter.ami_alias}]
+    for term in spec["subnetSelectorTerms"] + spec["securityGroupSelectorTerms"]:
+        assert term["tags"] == {"karpenter.sh/discovery": "dynamic-factory"}
+
+
+def test_pool_limits_follow_config(variant):
+    (gpu,) = [p for p in _objects(variant, "NodePool") if p["metadata"]["name"] == "gpu"]
+    assert str(gpu["spec"]["limits"]["nvidia.com/gpu"]) == str(variant.config.karpenter.gpu.gpu_limit)
+    (spot,) = [p for p in _objects(variant, "NodePool") if p["metadata"]["name"] == "spot"]
+    assert str(spot["spec"]["limits"]["cpu"]) == "512"
+    taints = gpu["spec"]["template"]["spec"]["taints"]
+    assert {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"} in taints
+
+
+def test_nvidia_device_plugin_comes_with_the_gpu_pool(platform, variant):
+    assert "nvidia-device-plugin" not in platform.assembly.helm_releases()
+    plugin = variant.assembly.helm_releases()["nvidia-device-plugin"]
+    assert plugin.properties["Version"] == versions.NVIDIA_DEVICE_PLUGIN_VERSION
+    assert plugin.values["nodeSelector"] == {"dynamic-factory/pool": "gpu"}
+    assert _node_pool_resource(variant).logical_id in plugin.depends_on
+
+
+# ------------------------------------------------------------------ identities
+
+
+def test_node_role_has_an_ec2_linux_access_entry(platform):
+    entries = [r["Properties"] for r in _resources(platform, "AWS::EKS::AccessEntry").values()]
+    assert [e["Type"] for e in entries] == ["EC2_LINUX"]
+
+
+def test_controller_role_is_bound_to_the_karpenter_service_account(platform):
+    (assoc,) = _resources(platform, "AWS::EKS::PodIdentityAssociation").values()
+    props = assoc["Properties"]
+    assert (props["Namespace"], props["ServiceAccount"]) == ("kube-system", "karpenter")
+    role = platform.template_json("Karpenter")["Resources"][props["RoleArn"]["Fn::GetAtt"][0]]
+    trust = json.dumps(role["Properties"]["AssumeRolePolicyDocument"])
+    assert "pods.eks.amazonaws.com" in trust and "ec2.amazonaws.com" not in trust
+
+
+# ------------------------------------------------------------------ deploy order
+
+
+def _id_of_release(synth, release):
+    return synth.assembly.helm_releases()[release].logical_id
+
+
+def test_crd_chart_then_controller_then_pools(any_platform):
+    crd = _id_of_release(any_platform, "karpenter-crd")
+    controller = _id_of_release(any_platform, "karpenter")
+    assert crd in _depends(any_platform, controller)
+    assert controller in _node_pool_resource(any_platform).depends_on
+
+
+def test_queue_rules_and_identity_exist_before_the_controller(platform):
+    controller = _depends(platform, _id_of_release(platform, "karpenter"))
+    (queue_id,) = _resources(platform, "AWS::SQS::Queue")
+    (assoc_id,) = _resources(platform, "AWS::EKS::PodIdentityAssociation")
+    assert queue_id in controller and assoc_id in controller
+    assert set(_resources(platform, "AWS::Events::Rule")) <= controller
+
+
+def test_karpenter_stack_deploys_after_the_cluster_stack(platform):
+    deps = {s.node.id for s in platform.stage.karpenter.dependencies}
+    assert "Cluster" in deps
+
+
+def test_cilium_taint_key_is_one_constant():
+    from charts.cilium_values import AGENT_NOT_READY_TAINT_KEY
+
+    assert kn.CILIUM_STARTUP_TAINT.key == AGENT_NOT_READY_TAINT_KEY == "node.cilium.io/agent-not-ready"
