@@ -45,6 +45,8 @@ class SynthesizedPlatform:
 
 def synth_platform(outdir: Path, overrides: Mapping[str, Any] | None = None) -> SynthesizedPlatform:
     context = cdk_json_context()
+    # The CDK CLI turns on construct-path metadata; tests map findings back to constructs with it.
+    context["aws:cdk:enable-path-metadata"] = True
     cfg = config_mod.build_config(context.pop(config_mod.CONTEXT_KEY), overrides or {})
     app = cdk.App(
         outdir=str(outdir),
