@@ -23,13 +23,18 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $@
 
+.venv-checkov/.installed: requirements-checkov.txt
+	@test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install --quiet -r requirements-checkov.txt
+	@touch $@
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-install: $(VENV)/.installed node_modules/.installed
+install: $(VENV)/.installed node_modules/.installed .venv-checkov/.installed
 
-synth: install
+synth: $(VENV)/.installed node_modules/.installed
 	@rm -rf cdk.out
 	npx cdk synth --quiet
 	@$(PY) -m tools.summary cdk.out dist
@@ -37,10 +42,10 @@ synth: install
 test: install
 	$(PY) -m pytest
 
-job: install
+job: $(VENV)/.installed
 	$(PY) -m jobs.xgboost_validation
 
-bench: install
+bench: $(VENV)/.installed
 	$(PY) -m jobs.bench
 
 clean:

@@ -194,6 +194,12 @@ class ClusterStack(cdk.Stack):
         self.system_nodes.node.add_dependency(self.cilium)
         self.addons = self._add_addons()
 
+        # The kubectl handler's log groups are created by CDK without encryption: give every
+        # log group in this stack the cluster key (its policy already admits CloudWatch Logs).
+        for child in self.node.find_all():
+            if isinstance(child, logs.CfnLogGroup) and child.kms_key_id is None:
+                child.kms_key_id = self.key.key_arn
+
         cdk.CfnOutput(self, "ClusterName", value=self.cluster.cluster_name)
         cdk.CfnOutput(
             self,
