@@ -1,0 +1,751 @@
+"""The Ray cluster: namespace ``ray``, its service account, the ``RayCluster`` and the auth-token bootstrap Job.
+
+A cdk8s chart of raw ``ApiObject``s for KubeRay 1.7.0 (``ray.io/v1``, CRDs vendored in ``schemas/kuberay/``) and
+core Kubernetes kinds. It takes explicit arguments only; nothing here imports the stacks.
+
+What it builds, in apply order (explicit cdk8s dependencies):
+
+1. ``Namespace/ray`` (Pod Security ``baseline`` enforced, ``restricted`` warned/audited).
+2. ``ServiceAccount/ray`` (the Ray pods; the stack binds an AWS role to it through EKS Pod Identity) and
+   ``ServiceAccount/ray-token-bootstrap``.
+3. For each namespace of ``token_namespaces``: ``Role`` + ``RoleBinding`` ``ray-token-bootstrap`` allowing the
+   bootstrap service account only ``get`` on the Secret ``ray-auth-token`` and ``create`` on Secrets
+   (``create`` cannot be narrowed by name in Kubernetes RBAC). Namespaces other than ``ray`` are *not* created
+   here (``jupyterhub`` belongs to the JupyterHub chart): they must exist before this chart is applied, so the
+   stack must make this chart depend on them.
+4. ``Job/ray-auth-token-bootstrap``: creates the Secret ``ray-auth-token`` in every namespace of
+   ``token_namespaces`` with one random token (see *Token* below).
+5. ``RayCluster/ray``.
+
+Ray cluster shape:
+
+* Head on ``head_pool`` (on-demand; :func:`charts.karpenter_nodes.pool_placement` gives nodeSelector +
+  toleration), ``num-cpus: "0"`` so no task or actor lands on it, annotated ``karpenter.sh/do-not-disrupt``.
+  KubeRay names its Service ``ray-head-svc`` (``<cluster>-head-svc``); ``serviceType: ClusterIP``: the dashboard
+  and Jobs API (8265), GCS (6379) and client (10001) ports are reachable only inside the cluster.
+* Worker group ``cpu`` on ``worker_pool`` (Spot first), ``minReplicas: 0``; optional group ``gpu`` on
+  ``gpu_pool`` with ``nvidia.com/gpu`` resources, only when ``gpu_pool`` is given.
+* In-tree autoscaler v2 (``enableInTreeAutoscaling`` + ``autoscalerOptions.version: v2``). KubeRay 1.7 rejects
+  a cluster that *also* sets the old ``RAY_enable_autoscaler_v2`` env var on the head, and requires
+  ``restartPolicy`` ``Never`` (or unset) on every Ray pod with v2: set to ``Never`` explicitly.
+* Every Ray container: requests == limits (Guaranteed QoS), ``/dev/shm`` as a memory ``emptyDir`` (Ray's object
+  store lives there; the container runtime's default is 64 MiB), non-root (the ``rayproject/ray`` user is uid
+  1000, gid 100), no privilege escalation, all capabilities dropped, RuntimeDefault seccomp, a preStop
+  ``ray stop`` and a termination grace period so a Spot worker leaves the cluster cleanly. The root filesystem
+  of Ray containers stays writable: Ray writes ``/tmp/ray`` and runtime_env installs under ``$HOME``.
+* ``DF_CHECKPOINT_URI=s3://<checkpoint_bucket>/checkpoints`` in every Ray container (the bucket may be a CDK
+  token; it resolves at deploy time).
+
+Token (Ray token authentication, Ray >= 2.52):
+
+* ``spec.authOptions: {mode: token, secretName: ray-auth-token}``. With ``mode: token`` alone KubeRay generates a
+  per-cluster Secret itself; with ``secretName`` it skips that and reads the token from the named Secret's data
+  key ``auth_token`` (:data:`KUBERAY_TOKEN_KEY`), injecting ``RAY_AUTH_MODE`` / ``RAY_AUTH_TOKEN`` into all Ray
+  containers. A single named Secret is what the notebooks need: they get a copy in their own namespace.
+* The Secret therefore carries the same token under two keys: ``token`` (:data:`TOKEN_KEY`, the platform's
+  contract, read by the notebooks) and ``auth_token`` (what KubeRay reads).
+* The token is generated *in the cluster* by the bootstrap Job (Python's ``secrets`` module, in the pinned Ray
+  image, talking to the API server with its service-account token and CA; no kubectl image). It never appears
+  in a template. Idempotent: the value of the first namespace (``ray`` first) that already has the Secret is
+  reused, missing copies are created, and a copy that differs makes the Job fail with a message (the Job may
+  only create, never overwrite; delete the stale Secret to let it be recreated).
+* Ray pods wait (``CreateContainerConfigError``, retried by the kubelet) until the Secret exists.
+* The Job is deleted :data:`BOOTSTRAP_JOB_TTL_SECONDS` after it finishes: a Job's pod template is immutable, so
+  re-applying a changed Job while the old one still exists fails; after the TTL a re-apply simply runs it again
+  (harmlessly, it is idempotent).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import aws_cdk as cdk
+import cdk8s
+from constructs import Construct
+
+import versions
+from charts.k8s import api_object
+from charts.karpenter_nodes import (
+    DEFAULT_ON_DEMAND_POOL,
+    DEFAULT_SPOT_POOL,
+    INSTANCE_TYPES,
+    NodePoolSettings,
+    pool_placement,
+    reachable_instance_types,
+)
+
+__all__ = [
+    "AUTOSCALER_CPU",
+    "AUTOSCALER_MEMORY",
+    "BOOTSTRAP_JOB",
+    "BOOTSTRAP_JOB_TTL_SECONDS",
+    "BOOTSTRAP_NAME",
+    "CHECKPOINT_ENV",
+    "CHECKPOINT_PREFIX",
+    "CLIENT_PORT",
+    "CLUSTER_NAME",
+    "CPU_GROUP",
+    "DASHBOARD_PORT",
+    "DASHBOARD_URL",
+    "DEFAULT_RAY_GPU_IMAGE",
+    "DEFAULT_RAY_IMAGE",
+    "DEFAULT_TOKEN_NAMESPACES",
+    "GCS_PORT",
+    "GPU_GROUP",
+    "HEAD_SERVICE",
+    "KUBERAY_TOKEN_KEY",
+    "NAMESPACE",
+    "RAY_GID",
+    "RAY_UID",
+    "RAY_VERSION",
+    "SERVICE_ACCOUNT",
+    "TOKEN_KEY",
+    "TOKEN_SECRET",
+    "RayClusterChart",
+]
+
+# ---------------------------------------------------------------------------------------------------------
+# Contract: other charts and stacks import these names.
+# ---------------------------------------------------------------------------------------------------------
+NAMESPACE = "ray"
+CLUSTER_NAME = "ray"
+HEAD_SERVICE = f"{CLUSTER_NAME}-head-svc"  # KubeRay names the head Service <RayCluster name>-head-svc
+SERVICE_ACCOUNT = "ray"
+DASHBOARD_PORT = 8265  # dashboard + Ray Jobs API
+GCS_PORT = 6379
+CLIENT_PORT = 10001
+DASHBOARD_URL = f"http://{HEAD_SERVICE}.{NAMESPACE}.svc.cluster.local:{DASHBOARD_PORT}"
+TOKEN_SECRET = "ray-auth-token"
+TOKEN_KEY = "token"  # the platform's key (notebooks read it)
+KUBERAY_TOKEN_KEY = "auth_token"  # the key KubeRay 1.7 reads from authOptions.secretName (same value)
+DEFAULT_TOKEN_NAMESPACES = (NAMESPACE, "jupyterhub")
+CHECKPOINT_ENV = "DF_CHECKPOINT_URI"
+CHECKPOINT_PREFIX = "checkpoints"
+CPU_GROUP = "cpu"
+GPU_GROUP = "gpu"
+
+# Ray 2.60.0 on Python 3.11 (DESIGN.md §2). Tag format {ray version}-py{python}-{cpu|gpu}; "-gpu" is the alias of
+# the CUDA build for that Ray release. The image runs as user "ray" (uid 1000, primary group "users", gid 100).
+RAY_VERSION = versions.RAY_VERSION  # one setting for the Ray image, the notebook image and jobs/
+_PY = "py" + versions.RAY_PYTHON_VERSION.replace(".", "")
+DEFAULT_RAY_IMAGE = f"rayproject/ray:{RAY_VERSION}-{_PY}-cpu"
+DEFAULT_RAY_GPU_IMAGE = f"rayproject/ray:{RAY_VERSION}-{_PY}-gpu"
+RAY_UID = 1000
+RAY_GID = 100
+
+BOOTSTRAP_NAME = "ray-token-bootstrap"  # ServiceAccount, Roles, RoleBindings
+BOOTSTRAP_JOB = "ray-auth-token-bootstrap"
+BOOTSTRAP_JOB_TTL_SECONDS = 600
+
+# Autoscaler sidecar in the head pod (KubeRay's defaults, written out so that requests == limits is explicit).
+AUTOSCALER_CPU = "500m"
+AUTOSCALER_MEMORY = "512Mi"
+_AUTOSCALER_CPU_CORES = 0.5
+_AUTOSCALER_MEMORY_GIB = 0.5
+
+_DNS1123_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9._-](:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+_UNPINNED_TAGS = ("latest", "nightly")
+# Share of an instance's memory assumed allocatable to pods (kube-reserved, eviction threshold, daemonsets).
+_ALLOCATABLE_MEMORY_SHARE = 0.85
+
+_DROP_ALL: dict[str, Any] = {"drop": ["ALL"]}
+
+
+def _container_security_context(*, read_only_root: bool = False) -> dict[str, Any]:
+    ctx: dict[str, Any] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": dict(_DROP_ALL),
+        "privileged": False,
+        "runAsNonRoot": True,
+        "runAsUser": RAY_UID,
+        "runAsGroup": RAY_GID,
+    }
+    if read_only_root:
+        ctx["readOnlyRootFilesystem"] = True
+    return ctx
+
+
+def _pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RAY_UID,
+        "runAsGroup": RAY_GID,
+        "fsGroup": RAY_GID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _resources(cpu: int, memory_gib: int, gpus: int = 0) -> dict[str, Any]:
+    quantities = {"cpu": str(cpu), "memory": f"{memory_gib}Gi"}
+    if gpus:
+        quantities["nvidia.com/gpu"] = str(gpus)
+    return {"requests": dict(quantities), "limits": dict(quantities)}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# The bootstrap script. Runs in the pinned Ray image (Python 3.11, standard library only). Prints names, never the
+# token. Environment: DF_SECRET_NAME, DF_SECRET_KEYS (comma list; all get the same value), DF_NAMESPACES (comma
+# list; the first is the reference namespace). DF_SA_DIR / DF_API_URL override the service-account directory and
+# the API server URL (tests run the script against a fake API server; the Job sets neither).
+BOOTSTRAP_SCRIPT = r'''
+import base64, json, os, secrets, ssl, sys, urllib.error, urllib.request
+SA = os.environ.get("DF_SA_DIR") or "/var/run/secrets/kubernetes.io/serviceaccount"
+API = os.environ.get("DF_API_URL") or "https://%s:%s" % (os.environ["KUBERNETES_SERVICE_HOST"],
+                                                          os.environ["KUBERNETES_SERVICE_PORT"])
+NAME = os.environ["DF_SECRET_NAME"]
+KEYS = os.environ["DF_SECRET_KEYS"].split(",")
+NAMESPACES = os.environ["DF_NAMESPACES"].split(",")
+CTX = ssl.create_default_context(cafile=SA + "/ca.crt")
+with open(SA + "/token") as fh:
+    BEARER = fh.read().strip()
+
+def call(method, path, body=None):
+    req = urllib.request.Request(API + path, method=method,
+                                 data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Authorization": "Bearer " + BEARER, "Accept": "application/json",
+                                          "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, context=CTX, timeout=30) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as err:
+        return err.code, None
+
+def read(ns):
+    status, obj = call("GET", "/api/v1/namespaces/%s/secrets/%s" % (ns, NAME))
+    if status == 404:
+        return None
+    if status != 200:
+        sys.exit("GET secret %s/%s: HTTP %s" % (ns, NAME, status))
+    data = obj.get("data") or {}
+    values = {base64.b64decode(data[k]).decode() if k in data else None for k in KEYS}
+    if len(values) != 1 or None in values:
+        sys.exit("secret %s/%s must hold the same non-empty value under keys %s; delete it to let this Job "
+                 "recreate it" % (ns, NAME, KEYS))
+    return values.pop()
+
+found = {ns: read(ns) for ns in NAMESPACES}
+known = [found[ns] for ns in NAMESPACES if found[ns]]
+token = known[0] if known else secrets.token_urlsafe(32)
+for ns in NAMESPACES:
+    if found[ns] is None:
+        encoded = base64.b64encode(token.encode()).decode()
+        body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": NAME, "namespace": ns,
+                             "labels": {"app.kubernetes.io/managed-by": "ray-token-bootstrap"}},
+                "data": {k: encoded for k in KEYS}}
+        status, _ = call("POST", "/api/v1/namespaces/%s/secrets" % ns, body)
+        if status == 201:
+            print("created %s/%s" % (ns, NAME))
+            continue
+        if status != 409:
+            sys.exit("create secret %s/%s: HTTP %s" % (ns, NAME, status))
+        found[ns] = read(ns)  # created concurrently: check it below
+    if found[ns] != token:
+        sys.exit("%s/%s holds a different token than %s/%s: delete the stale copy and re-run this Job"
+                 % (ns, NAME, NAMESPACES[0], NAME))
+    print("%s/%s present" % (ns, NAME))
+'''.strip()
+
+
+class RayClusterChart(cdk8s.Chart):
+    """Namespace ``ray``, service account ``ray``, the token bootstrap Job + RBAC, and ``RayCluster/ray``.
+
+    :param checkpoint_bucket: S3 bucket name for checkpoints/results (a CDK token is fine); exported to every Ray
+        container as ``DF_CHECKPOINT_URI=s3://<bucket>/checkpoints``.
+    :param image: pinned Ray image (tag starting with :data:`RAY_VERSION` for ``rayproject/ray``, or a digest).
+    :param gpu_image: image of the ``gpu`` group (default :data:`DEFAULT_RAY_GPU_IMAGE`); only with ``gpu_pool``.
+    :param head_pool: pool of the head and the bootstrap Job; must not allow Spot capacity.
+    :param worker_pool: pool of the ``cpu`` worker group.
+    :param gpu_pool: pool of the optional ``gpu`` worker group (None: no GPU group); must launch GPU types.
+    :param max_workers / gpu_max_workers: ``maxReplicas`` of the ``cpu`` / ``gpu`` groups (``minReplicas`` is 0).
+    :param worker_cpu / worker_memory_gib, head_cpu / head_memory_gib, gpu_worker_cpu / gpu_worker_memory_gib /
+        gpus_per_worker: per-pod resources (requests == limits); must fit an instance type of the pool.
+    :param idle_timeout_seconds: the autoscaler removes a worker idle this long.
+    :param worker_termination_grace_seconds: grace for a worker to run ``ray stop`` (below Spot's 2-minute notice).
+    :param worker_do_not_disrupt: annotate workers ``karpenter.sh/do-not-disrupt`` so that Karpenter's
+        consolidation never evicts a busy worker (the Ray autoscaler removes idle ones; the emptied node is then
+        consolidated). Spot interruptions still drain the node.
+    :param token_namespaces: namespaces that get the Secret ``ray-auth-token`` (must include ``ray``; the others
+        must already exist).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        checkpoint_bucket: str,
+        image: str = DEFAULT_RAY_IMAGE,
+        gpu_image: str | None = None,
+        head_pool: NodePoolSettings = DEFAULT_ON_DEMAND_POOL,
+        worker_pool: NodePoolSettings = DEFAULT_SPOT_POOL,
+        gpu_pool: NodePoolSettings | None = None,
+        max_workers: int = 8,
+        worker_cpu: int = 3,
+        worker_memory_gib: int = 12,
+        head_cpu: int = 2,
+        head_memory_gib: int = 8,
+        idle_timeout_seconds: int = 120,
+        token_namespaces: Sequence[str] = DEFAULT_TOKEN_NAMESPACES,
+        gpu_max_workers: int = 2,
+        gpu_worker_cpu: int = 3,
+        gpu_worker_memory_gib: int = 12,
+        gpus_per_worker: int = 1,
+        worker_termination_grace_seconds: int = 90,
+        worker_do_not_disrupt: bool = True,
+    ) -> None:
+        super().__init__(scope, construct_id, disable_resource_name_hashes=True)
+        if gpu_pool is not None and gpu_image is None:
+            gpu_image = DEFAULT_RAY_GPU_IMAGE
+        namespaces = self._validate(
+            checkpoint_bucket=checkpoint_bucket,
+            image=image,
+            gpu_image=gpu_image,
+            head_pool=head_pool,
+            worker_pool=worker_pool,
+            gpu_pool=gpu_pool,
+            max_workers=max_workers,
+            worker_cpu=worker_cpu,
+            worker_memory_gib=worker_memory_gib,
+            head_cpu=head_cpu,
+            head_memory_gib=head_memory_gib,
+            idle_timeout_seconds=idle_timeout_seconds,
+            token_namespaces=token_namespaces,
+            gpu_max_workers=gpu_max_workers,
+            gpu_worker_cpu=gpu_worker_cpu,
+            gpu_worker_memory_gib=gpu_worker_memory_gib,
+            gpus_per_worker=gpus_per_worker,
+            worker_termination_grace_seconds=worker_termination_grace_seconds,
+        )
+        self.token_namespaces = namespaces
+        self.checkpoint_uri = f"s3://{checkpoint_bucket}/{CHECKPOINT_PREFIX}"
+        self._image = image
+        self._head_pool = head_pool
+
+        self.namespace_object = api_object(
+            self,
+            "Namespace",
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": NAMESPACE,
+                    "labels": {
+                        # KubeRay's injected containers are not all guaranteed to satisfy "restricted": enforce
+                        # baseline, report restricted violations.
+                        "pod-security.kubernetes.io/enforce": "baseline",
+                        "pod-security.kubernetes.io/warn": "restricted",
+                        "pod-security.kubernetes.io/audit": "restricted",
+                    },
+                },
+            },
+        )
+        self.service_account = self._in_namespace(
+            api_object(
+                self,
+                "ServiceAccount",
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SERVICE_ACCOUNT, "namespace": NAMESPACE}},
+            )
+        )
+        self.bootstrap_job = self._token_bootstrap(namespaces)
+        self.ray_cluster = api_object(
+            self,
+            "RayCluster",
+            {
+                "apiVersion": "ray.io/v1",
+                "kind": "RayCluster",
+                "metadata": {"name": CLUSTER_NAME, "namespace": NAMESPACE},
+                "spec": self._ray_cluster_spec(
+                    image=image,
+                    gpu_image=gpu_image,
+                    head_pool=head_pool,
+                    worker_pool=worker_pool,
+                    gpu_pool=gpu_pool,
+                    max_workers=max_workers,
+                    worker_cpu=worker_cpu,
+                    worker_memory_gib=worker_memory_gib,
+                    head_cpu=head_cpu,
+                    head_memory_gib=head_memory_gib,
+                    idle_timeout_seconds=idle_timeout_seconds,
+                    gpu_max_workers=gpu_max_workers,
+                    gpu_worker_cpu=gpu_worker_cpu,
+                    gpu_worker_memory_gib=gpu_worker_memory_gib,
+                    gpus_per_worker=gpus_per_worker,
+                    worker_grace=worker_termination_grace_seconds,
+                    worker_do_not_disrupt=worker_do_not_disrupt,
+                ),
+            },
+        )
+        self._in_namespace(self.ray_cluster)
+        # The Ray pods run as ServiceAccount "ray" (KubeRay does not create it when the head template names it).
+        self.ray_cluster.add_dependency(self.service_account)
+        # The pods read the token Secret that the Job creates: start the Job first (the pods retry until it exists).
+        self.ray_cluster.add_dependency(self.bootstrap_job)
+
+    # -- helpers -------------------------------------------------------------------------------------------
+
+    def _in_namespace(self, obj: cdk8s.ApiObject) -> cdk8s.ApiObject:
+        # A namespaced object is rejected until its namespace exists.
+        obj.add_dependency(self.namespace_object)
+        return obj
+
+    # -- validation ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _validate(
+        *,
+        checkpoint_bucket,
+        image,
+        gpu_image,
+        head_pool,
+        worker_pool,
+        gpu_pool,
+        max_workers,
+        worker_cpu,
+        worker_memory_gib,
+        head_cpu,
+        head_memory_gib,
+        idle_timeout_seconds,
+        token_namespaces,
+        gpu_max_workers,
+        gpu_worker_cpu,
+        gpu_worker_memory_gib,
+        gpus_per_worker,
+        worker_termination_grace_seconds,
+    ) -> tuple[str, ...]:
+        p: list[str] = []
+        if not isinstance(checkpoint_bucket, str) or not checkpoint_bucket:
+            p.append("checkpoint_bucket must be a non-empty bucket name (a CDK token is fine)")
+        elif not cdk.Token.is_unresolved(checkpoint_bucket) and (
+            not _BUCKET_RE.match(checkpoint_bucket) or ".." in checkpoint_bucket
+        ):
+            p.append(f"checkpoint_bucket {checkpoint_bucket!r} is not a valid S3 bucket name")
+        for label, value in (("image", image), ("gpu_image", gpu_image)):
+            if value is None and label == "gpu_image":
+                continue
+            p.extend(_image_problems(label, value))
+        if gpu_image is not None and gpu_pool is None:
+            p.append("gpu_image is set but gpu_pool is None (no GPU group to use it)")
+        pools = {"head_pool": head_pool, "worker_pool": worker_pool}
+        if gpu_pool is not None:
+            pools["gpu_pool"] = gpu_pool
+        for label, pool in pools.items():
+            if not isinstance(pool, NodePoolSettings):
+                p.append(f"{label} must be a NodePoolSettings, got {pool!r}")
+        if isinstance(head_pool, NodePoolSettings) and "spot" in head_pool.capacity_types:
+            p.append(f"head_pool {head_pool.name!r} allows Spot capacity: the head (GCS, autoscaler, Jobs API) is the "
+                     "cluster's single point of failure and must run on on-demand capacity")
+        if isinstance(worker_pool, NodePoolSettings) and worker_pool.gpu:
+            p.append(f"worker_pool {worker_pool.name!r} can launch GPU instance types: use gpu_pool for GPU workers")
+        if isinstance(gpu_pool, NodePoolSettings) and not gpu_pool.gpu:
+            p.append(f"gpu_pool {gpu_pool.name!r} launches no GPU instance type")
+        for label, value, low, high in (
+            ("max_workers", max_workers, 1, 1000),
+            ("idle_timeout_seconds", idle_timeout_seconds, 10, 86400),
+            # Below the 2-minute Spot interruption notice.
+            ("worker_termination_grace_seconds", worker_termination_grace_seconds, 10, 110),
+        ):
+            if not _is_int(value) or not low <= value <= high:
+                p.append(f"{label} {value!r} must be an integer from {low} to {high}")
+        sizes = [("head", head_pool, head_cpu, head_memory_gib, 0, _AUTOSCALER_CPU_CORES, _AUTOSCALER_MEMORY_GIB),
+                 ("worker", worker_pool, worker_cpu, worker_memory_gib, 0, 0.0, 0.0)]
+        if gpu_pool is not None:
+            if not _is_int(gpu_max_workers) or not 1 <= gpu_max_workers <= 1000:
+                p.append(f"gpu_max_workers {gpu_max_workers!r} must be an integer from 1 to 1000")
+            if not _is_int(gpus_per_worker) or gpus_per_worker < 1:
+                p.append(f"gpus_per_worker {gpus_per_worker!r} must be a positive integer")
+            sizes.append(("gpu_worker", gpu_pool, gpu_worker_cpu, gpu_worker_memory_gib,
+                          gpus_per_worker if _is_int(gpus_per_worker) else 0, 0.0, 0.0))
+        for label, pool, cpu, memory, gpus, extra_cpu, extra_mem in sizes:
+            bad = False
+            for attr, value in ((f"{label}_cpu", cpu), (f"{label}_memory_gib", memory)):
+                if not _is_int(value) or value < 1:
+                    p.append(f"{attr} {value!r} must be a positive integer")
+                    bad = True
+            if bad or not isinstance(pool, NodePoolSettings):
+                continue
+            fits = [t for t in reachable_instance_types(pool)
+                    if cpu + extra_cpu < INSTANCE_TYPES[t].vcpus
+                    and memory + extra_mem <= INSTANCE_TYPES[t].memory_gib * _ALLOCATABLE_MEMORY_SHARE
+                    and gpus <= INSTANCE_TYPES[t].gpus]
+            if not fits:
+                largest = max(reachable_instance_types(pool), key=lambda t: (INSTANCE_TYPES[t].vcpus, INSTANCE_TYPES[t].memory_gib))
+                info = INSTANCE_TYPES[largest]
+                p.append(
+                    f"{label} pod ({cpu} CPU, {memory} GiB{f', {gpus} GPU' if gpus else ''}"
+                    f"{' + the autoscaler sidecar' if extra_cpu else ''}) fits no instance type of pool {pool.name!r} "
+                    f"(largest: {largest}, {info.vcpus} vCPUs, {info.memory_gib} GiB, {info.gpus} GPU; about "
+                    f"{int(_ALLOCATABLE_MEMORY_SHARE * 100)}% of memory and less than all vCPUs are allocatable)"
+                )
+        namespaces: tuple[str, ...] = ()
+        if isinstance(token_namespaces, (str, bytes)) or not isinstance(token_namespaces, Sequence):
+            p.append(f"token_namespaces must be a sequence of namespace names, got {token_namespaces!r}")
+        else:
+            namespaces = tuple(token_namespaces)
+            bad_names = [n for n in namespaces if not isinstance(n, str) or not _DNS1123_LABEL_RE.match(n) or len(n) > 63]
+            if bad_names:
+                p.append(f"token_namespaces {bad_names} are not valid namespace names (DNS labels)")
+            if len(set(namespaces)) != len(namespaces):
+                p.append(f"token_namespaces has duplicates: {list(namespaces)}")
+            if NAMESPACE not in namespaces:
+                p.append(f"token_namespaces {list(namespaces)} must include {NAMESPACE!r} (the RayCluster reads the Secret there)")
+            # The reference namespace first: its Secret is the source of truth for the copies.
+            namespaces = (NAMESPACE,) + tuple(n for n in namespaces if n != NAMESPACE)
+        if p:
+            raise ValueError("RayClusterChart: " + "; ".join(p))
+        return namespaces
+
+    # -- token bootstrap -----------------------------------------------------------------------------------
+
+    def _token_bootstrap(self, namespaces: tuple[str, ...]) -> cdk8s.ApiObject:
+        bootstrap_sa = self._in_namespace(
+            api_object(
+                self,
+                "BootstrapServiceAccount",
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": BOOTSTRAP_NAME, "namespace": NAMESPACE}},
+            )
+        )
+        rbac: list[cdk8s.ApiObject] = [bootstrap_sa]
+        for ns in namespaces:
+            role = api_object(
+                self,
+                f"BootstrapRole-{ns}",
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "Role",
+                    "metadata": {"name": BOOTSTRAP_NAME, "namespace": ns},
+                    "rules": [
+                        # Read only the token Secret.
+                        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [TOKEN_SECRET], "verbs": ["get"]},
+                        # RBAC cannot restrict create by name (the name is in the body): create any, update none.
+                        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+                    ],
+                },
+            )
+            binding = api_object(
+                self,
+                f"BootstrapRoleBinding-{ns}",
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "RoleBinding",
+                    "metadata": {"name": BOOTSTRAP_NAME, "namespace": ns},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": BOOTSTRAP_NAME},
+                    "subjects": [{"kind": "ServiceAccount", "name": BOOTSTRAP_NAME, "namespace": NAMESPACE}],
+                },
+            )
+            if ns == NAMESPACE:
+                self._in_namespace(role)
+                self._in_namespace(binding)
+            binding.add_dependency(role)
+            binding.add_dependency(bootstrap_sa)
+            rbac += [role, binding]
+
+        placement = pool_placement(self._head_pool)
+        job = self._in_namespace(
+            api_object(
+                self,
+                "BootstrapJob",
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "metadata": {"name": BOOTSTRAP_JOB, "namespace": NAMESPACE},
+                    "spec": {
+                        "backoffLimit": 6,
+                        "activeDeadlineSeconds": 1800,  # room for Karpenter to launch a node and pull the image
+                        "ttlSecondsAfterFinished": BOOTSTRAP_JOB_TTL_SECONDS,
+                        "template": {
+                            "metadata": {"labels": {"app.kubernetes.io/name": BOOTSTRAP_JOB}},
+                            "spec": {
+                                "serviceAccountName": BOOTSTRAP_NAME,
+                                "automountServiceAccountToken": True,  # it talks to the API server
+                                "restartPolicy": "Never",
+                                "securityContext": _pod_security_context(),
+                                "nodeSelector": placement["nodeSelector"],
+                                **({"tolerations": placement["tolerations"]} if placement["tolerations"] else {}),
+                                "containers": [
+                                    {
+                                        "name": "bootstrap",
+                                        "image": self._image,
+                                        "imagePullPolicy": "IfNotPresent",
+                                        "command": ["python", "-c", BOOTSTRAP_SCRIPT],
+                                        "env": [
+                                            {"name": "DF_SECRET_NAME", "value": TOKEN_SECRET},
+                                            {"name": "DF_SECRET_KEYS", "value": f"{TOKEN_KEY},{KUBERAY_TOKEN_KEY}"},
+                                            {"name": "DF_NAMESPACES", "value": ",".join(namespaces)},
+                                            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+                                            {"name": "HOME", "value": "/tmp"},
+                                        ],
+                                        "resources": {
+                                            "requests": {"cpu": "200m", "memory": "256Mi"},
+                                            "limits": {"cpu": "200m", "memory": "256Mi"},
+                                        },
+                                        "securityContext": _container_security_context(read_only_root=True),
+                                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                                    }
+                                ],
+                                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+                            },
+                        },
+                    },
+                },
+            )
+        )
+        # The Job's first API call needs its service account and permissions in every namespace.
+        for obj in rbac:
+            job.add_dependency(obj)
+        return job
+
+    # -- RayCluster ----------------------------------------------------------------------------------------
+
+    def _ray_cluster_spec(
+        self,
+        *,
+        image,
+        gpu_image,
+        head_pool,
+        worker_pool,
+        gpu_pool,
+        max_workers,
+        worker_cpu,
+        worker_memory_gib,
+        head_cpu,
+        head_memory_gib,
+        idle_timeout_seconds,
+        gpu_max_workers,
+        gpu_worker_cpu,
+        gpu_worker_memory_gib,
+        gpus_per_worker,
+        worker_grace,
+        worker_do_not_disrupt,
+    ) -> dict[str, Any]:
+        head_container = self._ray_container(
+            "ray-head", image, head_cpu, head_memory_gib,
+            ports=[
+                {"containerPort": GCS_PORT, "name": "gcs-server", "protocol": "TCP"},
+                {"containerPort": DASHBOARD_PORT, "name": "dashboard", "protocol": "TCP"},
+                {"containerPort": CLIENT_PORT, "name": "client", "protocol": "TCP"},
+            ],
+        )
+        head_template = self._pod_template(
+            head_container, head_pool, memory_gib=head_memory_gib, grace=60,
+            # The head hosts GCS and the autoscaler: never voluntarily disrupted by Karpenter.
+            annotations={"karpenter.sh/do-not-disrupt": "true"},
+            automount_token=True,  # the autoscaler sidecar patches the RayCluster through the API server
+        )
+        worker_annotations = {"karpenter.sh/do-not-disrupt": "true"} if worker_do_not_disrupt else {}
+        worker_groups = [
+            self._worker_group(
+                CPU_GROUP, max_workers,
+                self._pod_template(
+                    self._ray_container("ray-worker", image, worker_cpu, worker_memory_gib),
+                    worker_pool, memory_gib=worker_memory_gib, grace=worker_grace, annotations=worker_annotations,
+                ),
+            )
+        ]
+        if gpu_pool is not None:
+            worker_groups.append(
+                self._worker_group(
+                    GPU_GROUP, gpu_max_workers,
+                    self._pod_template(
+                        self._ray_container("ray-worker", gpu_image, gpu_worker_cpu, gpu_worker_memory_gib, gpus=gpus_per_worker),
+                        gpu_pool, memory_gib=gpu_worker_memory_gib, grace=worker_grace, annotations=worker_annotations,
+                    ),
+                )
+            )
+        return {
+            "rayVersion": RAY_VERSION,  # KubeRay requires it (>= 2.52.0) when token auth is on
+            "authOptions": {"mode": "token", "secretName": TOKEN_SECRET},
+            "enableInTreeAutoscaling": True,
+            "autoscalerOptions": {
+                "version": "v2",  # do NOT also set RAY_enable_autoscaler_v2 on the head: KubeRay 1.7 rejects both
+                "idleTimeoutSeconds": idle_timeout_seconds,
+                "upscalingMode": "Default",
+                "imagePullPolicy": "IfNotPresent",
+                "resources": {
+                    "requests": {"cpu": AUTOSCALER_CPU, "memory": AUTOSCALER_MEMORY},
+                    "limits": {"cpu": AUTOSCALER_CPU, "memory": AUTOSCALER_MEMORY},
+                },
+                "securityContext": _container_security_context(),
+            },
+            "headGroupSpec": {
+                "serviceType": "ClusterIP",  # in-cluster only; never LoadBalancer / NodePort
+                "enableIngress": False,
+                "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+                "template": head_template,
+            },
+            "workerGroupSpecs": worker_groups,
+        }
+
+    @staticmethod
+    def _worker_group(name: str, max_replicas: int, template: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "groupName": name,
+            "replicas": 0,
+            "minReplicas": 0,
+            "maxReplicas": max_replicas,
+            "rayStartParams": {},  # CPU / memory / GPU come from the container limits
+            "template": template,
+        }
+
+    def _ray_container(self, name: str, image: str, cpu: int, memory_gib: int, *, gpus: int = 0,
+                       ports: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        container: dict[str, Any] = {
+            "name": name,
+            "image": image,
+            "imagePullPolicy": "IfNotPresent",
+            "env": [{"name": CHECKPOINT_ENV, "value": self.checkpoint_uri}],
+            "resources": _resources(cpu, memory_gib, gpus),
+            "securityContext": _container_security_context(),
+            # Leave the cluster cleanly (drain raylet, release objects) before the pod is killed.
+            "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", "ray stop"]}}},
+            "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        }
+        if ports:
+            container["ports"] = ports
+        return container
+
+    @staticmethod
+    def _pod_template(container: dict[str, Any], pool: NodePoolSettings, *, memory_gib: int, grace: int,
+                      annotations: dict[str, str], automount_token: bool = False) -> dict[str, Any]:
+        placement = pool_placement(pool)
+        metadata: dict[str, Any] = {"labels": {"app.kubernetes.io/part-of": "dynamic-factory"}}
+        if annotations:
+            metadata["annotations"] = dict(annotations)
+        spec: dict[str, Any] = {
+            "serviceAccountName": SERVICE_ACCOUNT,
+            "automountServiceAccountToken": automount_token,
+            "restartPolicy": "Never",  # autoscaler v2: a Ray node is never restarted in place
+            "terminationGracePeriodSeconds": grace,
+            "securityContext": _pod_security_context(),
+            "nodeSelector": placement["nodeSelector"],
+            "containers": [container],
+            "volumes": [
+                # Ray's object store is shared memory; tmpfs pages count against the container's memory limit.
+                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{memory_gib}Gi"}},
+            ],
+        }
+        if placement["tolerations"]:
+            spec["tolerations"] = placement["tolerations"]
+        return {"metadata": metadata, "spec": spec}
+
+
+def _image_problems(label: str, image: Any) -> list[str]:
+    if not isinstance(image, str) or not image or not _IMAGE_RE.match(image):
+        return [f"{label} {image!r} is not a valid image reference"]
+    name, _, tag = image.split("@", 1)[0].rpartition(":")
+    if "/" in tag or not name:  # "host:port/repo" without a tag
+        name, tag = image.split("@", 1)[0], ""
+    if "@sha256:" in image:
+        return []
+    if not tag or tag in _UNPINNED_TAGS or tag.startswith(tuple(f"{t}-" for t in _UNPINNED_TAGS)):
+        return [f"{label} {image!r} must be pinned to a release tag (or a digest), not latest/nightly/untagged"]
+    if name.endswith("rayproject/ray") and not tag.startswith(f"{RAY_VERSION}-{_PY}"):
+        return [f"{label} {image!r} must run Ray {RAY_VERSION} on Python {versions.RAY_PYTHON_VERSION} (tag '{RAY_VERSION}-{_PY}-...'), "
+                "like the notebook image and jobs/"]
+    return []
