@@ -16,11 +16,39 @@ STAGE_ID = "DynamicFactory"
 
 
 def build_app(app: cdk.App):
-    """Validate the config found in ``app``'s context and add the platform to ``app``."""
+    """Validate the config found in ``app``'s context and add the platform (and pipeline) to ``app``.
+
+    The directly deployable stage is always there (``npx cdk deploy --all``); the delivery
+    pipeline is added only when ``pipeline.enabled`` is true, so the default synth needs no
+    AWS account.
+    """
     from stages import PlatformStage
 
     config = load_from_context(app.node.get_all_context())
-    return PlatformStage(app, STAGE_ID, config=config)
+    stage = PlatformStage(app, STAGE_ID, config=config)
+    if not config.pipeline.enabled:
+        return stage, None
+
+    from compliance import nag
+    from stacks.pipeline_stack import DeploymentTarget, PipelineStack
+
+    pipe_cfg = config.pipeline
+    pipeline = PipelineStack(
+        app,
+        "Pipeline",
+        stack_name=f"{config.cluster.name}-pipeline",
+        env=cdk.Environment(account=pipe_cfg.account, region=pipe_cfg.region),
+        connection_arn=pipe_cfg.connection_arn,
+        repository=pipe_cfg.repository,
+        branch=pipe_cfg.branch,
+        cluster_name=config.cluster.name,
+        targets=[DeploymentTarget(s.name, s.account, s.region, s.approval) for s in pipe_cfg.stages],
+        stage_factory=lambda scope, sid, env: PlatformStage(
+            scope, sid, config=config, env=env, pipeline_account=pipe_cfg.account
+        ),
+    )
+    nag.enable(pipeline, nag.pipeline_acknowledgements(pipeline, pipeline.pipeline.pipeline.artifact_bucket))
+    return stage, pipeline
 
 
 def main() -> int:

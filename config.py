@@ -26,6 +26,7 @@ import dataclasses
 import ipaddress
 import json
 import re
+import typing
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Mapping
 
@@ -268,11 +269,147 @@ class KarpenterConfig(_Model):
         return pools
 
 
+class RayWorkersConfig(_Model):
+    max_workers: int = Field(8, ge=1, le=1000)
+    cpu: int = Field(3, ge=1, le=192)
+    memory_gib: int = Field(12, ge=1, le=1536)
+
+
+class RayGpuWorkersConfig(_Model):
+    max_workers: int = Field(0, ge=0, le=100)  # 0: no GPU worker group
+    cpu: int = Field(3, ge=1, le=192)
+    memory_gib: int = Field(12, ge=1, le=1536)
+    gpus: int = Field(1, ge=1, le=8)
+
+
+class ValidationJobConfig(_Model):
+    """What the validation run (pipeline post-deploy step, `make validate`) asks of the cluster."""
+
+    workers: int = Field(4, ge=1, le=256)
+    rows: int = Field(500_000, ge=1000, le=100_000_000)
+    rounds: int = Field(50, ge=1, le=5000)
+    min_auc: float = Field(0.8, gt=0.5, le=1.0)
+
+
+class RayConfig(_Model):
+    """The RayCluster: head on the on-demand pool, CPU workers on Spot from zero, optional GPU workers."""
+
+    head_cpu: int = Field(2, ge=1, le=64)
+    head_memory_gib: int = Field(8, ge=2, le=512)
+    idle_timeout_seconds: int = Field(120, ge=30, le=86_400)
+    workers: RayWorkersConfig = RayWorkersConfig()
+    gpu_workers: RayGpuWorkersConfig = RayGpuWorkersConfig()
+    checkpoint_retention_days: int = Field(90, ge=1, le=3650)
+    validation: ValidationJobConfig = ValidationJobConfig()
+
+    @model_validator(mode="after")
+    def _validation_fits(self) -> "RayConfig":
+        if self.validation.workers > self.workers.max_workers * self.workers.cpu:
+            raise ValueError(
+                f"validation.workers ({self.validation.workers}) exceeds the CPUs the worker group can "
+                f"offer (workers.max_workers x workers.cpu = {self.workers.max_workers * self.workers.cpu})"
+            )
+        return self
+
+
+_ACCOUNT = re.compile(r"^\d{12}$")
+_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+_CONNECTION_ARN = re.compile(
+    r"^arn:aws(-cn|-us-gov)?:(codeconnections|codestar-connections):[a-z0-9-]+:\d{12}:connection/[0-9a-f-]{36}$"
+)
+_REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_BRANCH = re.compile(r"^[A-Za-z0-9._/-]{1,255}$")
+
+
+def _check_env(account: str, region: str) -> None:
+    problems = []
+    if not _ACCOUNT.match(account):
+        problems.append(f"account {account!r} must be a 12-digit AWS account id")
+    if not _REGION.match(region):
+        problems.append(f"region {region!r} must be an AWS region such as eu-west-1")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+class DeploymentStageConfig(_Model):
+    """One environment the pipeline deploys the platform to."""
+
+    name: str
+    account: str
+    region: str
+    approval: bool = False  # a manual approval before this stage deploys
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z][A-Za-z0-9-]{0,19}$", value):
+            raise ValueError("must be 1-20 letters, digits and hyphens, starting with a letter")
+        return value
+
+    @model_validator(mode="after")
+    def _env(self) -> "DeploymentStageConfig":
+        _check_env(self.account, self.region)
+        return self
+
+
+class PipelineConfig(_Model):
+    """CDK Pipelines delivery: off by default (the default synth needs no AWS account)."""
+
+    enabled: bool = False
+    connection_arn: str = ""
+    repository: str = ""
+    branch: str = "main"
+    account: str = ""
+    region: str = ""
+    stages: tuple[DeploymentStageConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> "PipelineConfig":
+        if not self.enabled:
+            return self
+        problems = []
+        if not _CONNECTION_ARN.match(self.connection_arn):
+            problems.append(
+                f"connection_arn {self.connection_arn!r} must be a CodeConnections ARN "
+                "(arn:aws:codeconnections:<region>:<account>:connection/<uuid>)"
+            )
+        if not _REPOSITORY.match(self.repository):
+            problems.append(f"repository {self.repository!r} must be 'owner/name'")
+        if not _BRANCH.match(self.branch):
+            problems.append(f"branch {self.branch!r} is not a valid branch name")
+        try:
+            _check_env(self.account, self.region)
+        except ValueError as err:
+            problems.append(f"pipeline {err}")
+        if not self.stages:
+            problems.append("stages must list at least one deployment stage {name, account, region}")
+        envs = [(s.account, s.region) for s in self.stages]
+        if len(set(envs)) != len(envs):
+            problems.append("two stages deploy to the same account and region (their resources would collide)")
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            problems.append("stage names must be unique")
+        if problems:
+            raise ValueError("the pipeline is enabled but " + "; ".join(problems))
+        return self
+
+
 class PlatformConfig(_Model):
     cluster: ClusterConfig = ClusterConfig()
     network: NetworkConfig = NetworkConfig()
     karpenter: KarpenterConfig = KarpenterConfig()
+    ray: RayConfig = RayConfig()
+    pipeline: PipelineConfig = PipelineConfig()
     tags: dict[str, str] = Field(default_factory=lambda: {"project": "dynamic-factory"})
+
+    @model_validator(mode="after")
+    def _gpu_workers_need_the_gpu_pool(self) -> "PlatformConfig":
+        if self.ray.gpu_workers.max_workers > 0 and not self.karpenter.gpu.enabled:
+            raise ValueError(
+                "ray.gpu_workers.max_workers > 0 needs GPU nodes: set karpenter.gpu.enabled to true "
+                "(or ray.gpu_workers.max_workers to 0)"
+            )
+        return self
 
     @field_validator("tags")
     @classmethod
@@ -292,10 +429,17 @@ def _fields_at(path: tuple[Any, ...]) -> list[str] | None:
     """Allowed keys of the model that sits at ``path`` (for 'unknown key' messages)."""
     model: Any = PlatformConfig
     for part in path:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+        if isinstance(part, int):  # an item of a tuple[Model, ...]
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
             return None
-        model = field.annotation
+        annotation = field.annotation
+        if typing.get_origin(annotation) is tuple:
+            annotation = typing.get_args(annotation)[0]
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
     return sorted(model.model_fields)
 
 

@@ -10,6 +10,7 @@ from config import PlatformConfig
 from stacks.cluster_stack import ClusterStack
 from stacks.karpenter_stack import KarpenterStack
 from stacks.network_stack import NetworkStack
+from stacks.ray_stack import RayStack
 
 
 class PlatformStage(cdk.Stage):
@@ -19,8 +20,18 @@ class PlatformStage(cdk.Stage):
     level sees the whole config object.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: PlatformConfig, **kwargs) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: PlatformConfig,
+        pipeline_account: str | None = None,
+        **kwargs,
+    ) -> None:
+        """``pipeline_account``: the account whose delivery pipeline may start this stage's validation run."""
         super().__init__(scope, construct_id, **kwargs)
+        self.pipeline_account = pipeline_account
         cluster_cfg, net_cfg = config.cluster, config.network
         name = cluster_cfg.name
 
@@ -66,6 +77,43 @@ class PlatformStage(cdk.Stage):
         # Karpenter runs on the system nodes and needs the Pod Identity agent and CoreDNS.
         self.karpenter.add_stack_dependency(self.cluster)
 
+        ray_cfg, pools = config.ray, {p.name: p for p in config.karpenter.node_pools()}
+        validation = ray_cfg.validation
+        self.ray = RayStack(
+            self,
+            "Ray",
+            stack_name=f"{name}-ray",
+            description=f"Dynamic Factory {name}: KubeRay, RayCluster, checkpoints, validation runner",
+            cluster=self.cluster.cluster,
+            cluster_name=name,
+            vpc=self.network.vpc,
+            kubernetes_version=cluster_cfg.kubernetes_version,
+            head_pool=pools["on-demand"],
+            worker_pool=pools["spot"],
+            gpu_pool=pools.get("gpu"),
+            head_cpu=ray_cfg.head_cpu,
+            head_memory_gib=ray_cfg.head_memory_gib,
+            max_workers=ray_cfg.workers.max_workers,
+            worker_cpu=ray_cfg.workers.cpu,
+            worker_memory_gib=ray_cfg.workers.memory_gib,
+            gpu_max_workers=ray_cfg.gpu_workers.max_workers,
+            gpu_worker_cpu=ray_cfg.gpu_workers.cpu,
+            gpu_worker_memory_gib=ray_cfg.gpu_workers.memory_gib,
+            gpus_per_worker=ray_cfg.gpu_workers.gpus,
+            idle_timeout_seconds=ray_cfg.idle_timeout_seconds,
+            checkpoint_retention_days=ray_cfg.checkpoint_retention_days,
+            validation_args=[
+                "--workers", str(validation.workers),
+                "--rows", str(validation.rows),
+                "--rounds", str(validation.rounds),
+                "--min-auc", str(validation.min_auc),
+                "--storage-path", "$DF_CHECKPOINT_URI",
+            ],
+            pipeline_account=pipeline_account,
+        )
+        # The head and the workers are scheduled onto Karpenter's node pools.
+        self.ray.add_stack_dependency(self.karpenter)
+
         for key, value in config.tags.items():
             cdk.Tags.of(self).add(key, value)
         cdk.Tags.of(self).add("dynamic-factory/cluster", name)
@@ -75,4 +123,4 @@ class PlatformStage(cdk.Stage):
 
     @property
     def stacks(self) -> list[cdk.Stack]:
-        return [self.network, self.cluster, self.karpenter]
+        return [self.network, self.cluster, self.karpenter, self.ray]

@@ -14,6 +14,8 @@ KUBERNETES_VERSIONS: dict[str, tuple[str, str]] = {
     "1.36": ("aws_cdk.lambda_layer_kubectl_v36", "KubectlV36Layer"),
 }
 DEFAULT_KUBERNETES_VERSION = "1.35"
+# kubectl the validation runner downloads (checksum-verified), matching each Kubernetes version.
+KUBECTL_VERSIONS: dict[str, str] = {"1.35": "1.35.2", "1.36": "1.36.0"}
 
 AWS_CDK_LIB = "2.275.0"
 CONSTRUCTS = "10.8.1"

@@ -45,6 +45,12 @@ REVIEWED_WILDCARDS: tuple[ReviewedWildcard, ...] = (
         "zonal-shift status is read per managed resource; the condition pins it to this cluster",
     ),
     ReviewedWildcard(
+        "Ray/ValidationRunner/Project/PolicyDocument",
+        "DescribeVpcResources",
+        ("aws:RequestedRegion",),
+        "CodeBuild in a VPC describes subnets, security groups and ENIs; EC2 Describe* cannot be scoped",
+    ),
+    ReviewedWildcard(
         "Karpenter/Controller/ResourceDiscoveryPolicy",
         "AllowUnscopedInstanceProfileListAction",
         (),

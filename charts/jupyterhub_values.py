@@ -1,0 +1,797 @@
+"""Typed builder for the Zero to JupyterHub (z2jh 4.4.0, JupyterHub 5.5) Helm values.
+
+The values are validated against the chart's own ``values.schema.yaml`` (vendored in
+``schemas/zero-to-jupyterhub/``), which rejects unknown keys.
+
+Choices (and why):
+
+* **Authentication.** Never the DummyAuthenticator.
+
+  - Default, no domain: NativeAuthenticator (ships in the z2jh hub image). Users sign up with a
+    password; ``open_signup: false`` means nobody can log in until an admin approves them on
+    ``/hub/authorize``. The admin (``NativeAuth.admin_user``) signs up with that name and is approved
+    automatically. JupyterHub 5 admits nobody unless an allow rule is configured: with
+    NativeAuthenticator the rule is ``allow_all`` (the admin approval is the real gate: an unapproved
+    user never authenticates), or an explicit ``allowed_users`` list when given.
+  - With a domain: GenericOAuthenticator against the Cognito user pool's hosted-UI domain
+    (``https://<prefix>.auth.<region>.amazoncognito.com/oauth2/{authorize,token,userInfo}``), scopes
+    ``openid email profile``, callback ``https://<domain>/hub/oauth_callback``. The client *secret* is
+    never in the values (they end up in the CloudFormation template and in a Helm release Secret): the
+    hub reads it from the environment variable ``OAUTH_CLIENT_SECRET``, which OAuthenticator uses as the
+    default of ``client_secret``, filled from a Kubernetes Secret (``valueFrom.secretKeyRef``) that is
+    created in-cluster. The allow rule is ``allow_all`` (every user of the pool; the pool, with
+    self-sign-up disabled, is the gate) or ``allowed_users``. Cognito groups are not in the userInfo
+    response (only in the ID token), so ``allowed_groups`` is not offered.
+
+* **Exposure.** Default: ``proxy.service.type: ClusterIP``, nothing public; reach the hub with
+  ``kubectl -n jupyterhub port-forward svc/proxy-public 8080:80`` and open http://localhost:8080.
+  With a domain: HTTPS only, the z2jh-supported "offload" mode: ``proxy.https.enabled: true``,
+  ``proxy.https.type: offload`` (the Service's port 443 targets the proxy's plain HTTP port) and
+  ``proxy.service.disableHttpPort: true`` (no port 80 at all), with a ``LoadBalancer`` Service that EKS's
+  built-in AWS cloud controller turns into a Network Load Balancer terminating TLS with the ACM
+  certificate (``service.beta.kubernetes.io/aws-load-balancer-ssl-cert`` / ``-ssl-ports: https`` /
+  ``-backend-protocol: tcp``). No extra controller (AWS Load Balancer Controller, ingress controller,
+  cert-manager) is needed. The DNS record for the domain (alias to the NLB) is not created here.
+
+* **Placement.** Hub and proxy run on the ``on-demand`` Karpenter pool (not the system node group): the
+  hub's SQLite database is an EBS volume pinned to one availability zone and Karpenter launches a node
+  in that zone when the hub is rescheduled (a fixed managed node group may have no node there), the
+  pool is never Spot (a reclaim would log every user out and drop the proxy's routes), and the small
+  system nodes stay reserved for cluster add-ons. Single-user servers default to ``on-demand`` too: a
+  notebook is interactive and long-lived, a Spot reclaim (2 minutes' notice) kills the user's kernel
+  and every variable in it; pass the ``spot`` pool to trade that for cost. The heavy compute belongs on
+  the Ray workers, which *are* Spot.
+
+* **Single-user pods.** uid 1000 / fsGid 100 (the Jupyter docker-stacks ``jovyan`` user and ``users``
+  group), ``allowPrivilegeEscalation: false``, all capabilities dropped, RuntimeDefault seccomp; a
+  ``gp3`` home volume per user; idle culling on; the cloud metadata service (169.254.169.254) blocked
+  twice: by z2jh's iptables init container and by the network policy (``cloudMetadataServer: false``).
+
+* **Notebook → Ray.** Every server gets ``RAY_ADDRESS`` (the head Service's Jobs API, port 8265),
+  ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` from the Secret ``ray-auth-token`` (key ``token``) in
+  the ``jupyterhub`` namespace: the variables Ray (>= 2.52) reads for token authentication. The token is
+  never a literal in the values.
+
+* **Network policy.** On for hub, proxy and single-user servers. Hub egress additionally allows TCP 443
+  to any destination: under Cilium the Kubernetes API server has the ``kube-apiserver`` identity, which
+  z2jh's ``privateIPs`` ``ipBlock`` does not match, and without the API the hub cannot spawn servers.
+  Single-user egress: DNS to kube-system,
+  the Ray head (8265 Jobs API, 10001 Ray Client) by namespace + pod selector (Cilium ignores ``ipBlock``
+  for pod IPs, so z2jh's ``privateIPs`` rule would *not* open the way to Ray), the public internet
+  (``nonPrivateIPs: true``: pip, conda, git, data sets), and nothing else in the VPC (``privateIPs:
+  false``: no other pods, nodes, databases). Notebooks get no AWS credentials, so the ``host`` entity on
+  port 80 (EKS Pod Identity under Cilium) is deliberately *not* opened.
+
+* **Image.** Ray needs the same Ray and Python on the client as on the cluster, and z2jh needs
+  ``jupyterhub-singleuser`` in the image. No public image has both with a pinned Ray, and installing Ray
+  at start-up (``lifecycleHooks``) is slow and breaks when PyPI is unreachable. So the notebook image is
+  built from :func:`notebook_dockerfile` (Jupyter docker-stacks ``minimal-notebook`` for the Python
+  version, plus a pinned ``ray[default]``) and tagged by :func:`notebook_image_tag`
+  (``ray-2.60.0-py3.11``), both functions of :mod:`versions`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import aws_cdk as cdk
+
+import versions
+from charts.karpenter_nodes import NodePoolSettings, pool_placement
+from charts.storage import DEFAULT_STORAGE_CLASS
+
+__all__ = [
+    "COGNITO_SCOPES",
+    "DEFAULT_SERVER_SIZES",
+    "JUPYTERHUB_NAMESPACE",
+    "NOTEBOOK_BASE_IMAGE",
+    "RAY_ADDRESS",
+    "RAY_AUTH_SECRET_KEY",
+    "RAY_AUTH_SECRET_NAME",
+    "RAY_TOKEN_ENV",
+    "CognitoAuth",
+    "GpuProfile",
+    "HttpsEndpoint",
+    "JupyterHubValues",
+    "NativeAuth",
+    "NotebookImage",
+    "ServerSize",
+    "notebook_dockerfile",
+    "notebook_image",
+    "notebook_image_tag",
+]
+
+JUPYTERHUB_NAMESPACE = "jupyterhub"
+
+# Fixed contract with the Ray part (namespace ``ray``, RayCluster ``ray``, head Service ``ray-head-svc``).
+RAY_NAMESPACE = "ray"
+RAY_CLUSTER_NAME = "ray"
+RAY_HEAD_SERVICE = "ray-head-svc"
+RAY_DASHBOARD_PORT = 8265
+RAY_CLIENT_PORT = 10001
+RAY_ADDRESS = f"http://{RAY_HEAD_SERVICE}.{RAY_NAMESPACE}.svc.cluster.local:{RAY_DASHBOARD_PORT}"
+# Ray's token authentication (Ray >= 2.52): RAY_AUTH_MODE=token turns it on, RAY_AUTH_TOKEN is the token.
+RAY_AUTH_MODE_ENV = "RAY_AUTH_MODE"
+RAY_TOKEN_ENV = "RAY_AUTH_TOKEN"
+RAY_AUTH_SECRET_NAME = "ray-auth-token"
+RAY_AUTH_SECRET_KEY = "token"
+# Labels KubeRay puts on the Ray pods.
+RAY_HEAD_POD_LABELS = {"ray.io/cluster": RAY_CLUSTER_NAME, "ray.io/node-type": "head"}
+
+COGNITO_SCOPES = ("openid", "email", "profile")
+# OAuthenticator takes the default of ``client_secret`` from this environment variable.
+OAUTH_CLIENT_SECRET_ENV = "OAUTH_CLIENT_SECRET"
+
+# Jupyter docker-stacks image for the notebook's Python: home /home/jovyan, uid 1000 (jovyan), gid 100
+# (users), jupyterhub-singleuser installed: the layout z2jh's defaults expect.
+NOTEBOOK_BASE_IMAGE = "quay.io/jupyter/minimal-notebook"
+NOTEBOOK_UID = 1000
+NOTEBOOK_FS_GID = 100
+CLOUD_METADATA_IP = "169.254.169.254"
+# The EKS API server endpoint port (the `kubernetes` Service's endpoints listen on 443 on EKS).
+KUBERNETES_API_PORT = 443
+
+_DNS_NAME_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,63}$")
+_ACM_ARN_RE = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+$")
+_COGNITO_PREFIX_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+_K8S_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_SECRET_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
+_USERNAME_RE = re.compile(r"^[^\s/]+$")
+_QUANTITY_RE = re.compile(r"^\d+(\.\d+)?[KMGT]i?$")
+_IMAGE_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_CIDR_RE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")
+_PROFILE_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+def _is_token(value: Any) -> bool:
+    return isinstance(value, str) and cdk.Token.is_unresolved(value)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Notebook image
+# --------------------------------------------------------------------------------------------------------
+
+
+def notebook_image_tag(ray_version: str = versions.RAY_VERSION,
+                       python_version: str = versions.RAY_PYTHON_VERSION) -> str:
+    """``ray-<ray version>-py<python version>``: the tag says which Ray and Python the image carries."""
+    return f"ray-{ray_version}-py{python_version}"
+
+
+@dataclass(frozen=True)
+class NotebookImage:
+    """The single-user image: ``name`` (repository, may be a CDK token such as an ECR repository URI)
+    and ``tag``."""
+
+    name: str
+    tag: str
+
+    def __post_init__(self) -> None:
+        if not _is_token(self.name) and (not self.name or ":" in self.name.rsplit("/", 1)[-1] or " " in self.name):
+            raise ValueError(f"notebook image name {self.name!r}: expected a repository without a tag")
+        if not _is_token(self.tag) and not _IMAGE_TAG_RE.match(self.tag or ""):
+            raise ValueError(f"notebook image tag {self.tag!r} is not a valid image tag")
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.tag}"
+
+
+def notebook_image(repository: str, ray_version: str = versions.RAY_VERSION,
+                   python_version: str = versions.RAY_PYTHON_VERSION) -> NotebookImage:
+    """The notebook image in ``repository`` built by :func:`notebook_dockerfile` for these versions."""
+    return NotebookImage(name=repository, tag=notebook_image_tag(ray_version, python_version))
+
+
+def notebook_dockerfile(ray_version: str = versions.RAY_VERSION,
+                        python_version: str = versions.RAY_PYTHON_VERSION,
+                        base_image: str = NOTEBOOK_BASE_IMAGE) -> str:
+    """Dockerfile of the notebook image: docker-stacks ``minimal-notebook`` for the Python version plus the
+    cluster's Ray, pinned, checked at build time. Build it as ``<repository>:<notebook_image_tag()>``.
+
+    XGBoost is not installed: the notebook only submits jobs, and each job pins its XGBoost in its own
+    ``runtime_env`` (``notebooks/ray_submit.py``).
+    """
+    return (
+        f"# Notebook image: Python {python_version}, Ray {ray_version} (same as the Ray cluster).\n"
+        f"FROM {base_image}:python-{python_version}\n"
+        "RUN pip install --no-cache-dir \\\n"
+        f"      \"ray[default]=={ray_version}\" \\\n"
+        "      matplotlib \\\n"
+        f" && python -c \"import ray, sys; assert ray.__version__ == '{ray_version}', ray.__version__; "
+        f"assert sys.version.startswith('{python_version}.'), sys.version\"\n"
+        f"USER {NOTEBOOK_UID}\n"
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Authentication
+# --------------------------------------------------------------------------------------------------------
+
+
+def _check_usernames(what: str, names: Sequence[str]) -> list[str]:
+    return [f"{what}: {n!r} is not a valid user name" for n in names
+            if not isinstance(n, str) or not _USERNAME_RE.match(n)]
+
+
+@dataclass(frozen=True)
+class NativeAuth:
+    """NativeAuthenticator: sign-up with admin approval.
+
+    :param admin_user: JupyterHub admin; signs up under this name and is approved automatically.
+    :param allowed_users: if given, only these users (and the admin) may log in; otherwise every user the
+        admin approved (``allow_all``).
+    :param minimum_password_length: NativeAuthenticator's password policy.
+    """
+
+    admin_user: str
+    allowed_users: tuple[str, ...] = ()
+    minimum_password_length: int = 12
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed_users", tuple(self.allowed_users))
+        problems = _check_usernames("admin_user", [self.admin_user])
+        problems += _check_usernames("allowed_users", self.allowed_users)
+        if not isinstance(self.minimum_password_length, int) or self.minimum_password_length < 8:
+            problems.append(f"minimum_password_length {self.minimum_password_length!r} must be >= 8")
+        if problems:
+            raise ValueError("native auth: " + "; ".join(problems))
+
+    def hub_config(self) -> dict[str, Any]:
+        authenticator: dict[str, Any] = {"admin_users": [self.admin_user]}
+        if self.allowed_users:
+            authenticator["allowed_users"] = sorted(set(self.allowed_users) | {self.admin_user})
+        else:
+            authenticator["allow_all"] = True
+        return {
+            "JupyterHub": {"authenticator_class": "nativeauthenticator.NativeAuthenticator"},
+            "Authenticator": authenticator,
+            "NativeAuthenticator": {
+                "open_signup": False,
+                "minimum_password_length": self.minimum_password_length,
+                "check_common_password": True,
+                "allowed_failed_logins": 5,
+                "seconds_before_next_try": 600,
+            },
+        }
+
+    def extra_config(self) -> dict[str, str]:
+        # NativeAuthenticator's sign-up / authorize pages live in its package's templates directory.
+        return {
+            "nativeauthenticator-templates": (
+                "import os, nativeauthenticator\n"
+                "c.JupyterHub.template_paths = "
+                "[os.path.join(os.path.dirname(nativeauthenticator.__file__), 'templates')]\n"
+            )
+        }
+
+    def hub_env(self) -> dict[str, Any]:
+        return {}
+
+
+@dataclass(frozen=True)
+class CognitoAuth:
+    """GenericOAuthenticator against an Amazon Cognito user pool (hosted UI domain).
+
+    :param user_pool_domain_prefix: the Cognito domain prefix (``<prefix>.auth.<region>.amazoncognito.com``);
+        a CDK token is fine.
+    :param region: the user pool's region; a CDK token is fine.
+    :param client_id: the app client id (not secret; a CDK token is fine).
+    :param client_secret_secret_name: name of the Kubernetes Secret in the ``jupyterhub`` namespace holding
+        the app client secret; created in-cluster, never in the template.
+    :param client_secret_secret_key: key of the client secret in that Secret.
+    :param admin_users: JupyterHub admins (values of ``username_claim``).
+    :param allowed_users: if given, only these users (and the admins); otherwise every pool user.
+    :param username_claim: userInfo claim used as the JupyterHub user name.
+    """
+
+    user_pool_domain_prefix: str
+    region: str
+    client_id: str
+    client_secret_secret_name: str = "cognito-oauth-client"
+    client_secret_secret_key: str = "client-secret"
+    admin_users: tuple[str, ...] = ()
+    allowed_users: tuple[str, ...] = ()
+    username_claim: str = "email"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "admin_users", tuple(self.admin_users))
+        object.__setattr__(self, "allowed_users", tuple(self.allowed_users))
+        problems = []
+        if not _is_token(self.user_pool_domain_prefix) and not _COGNITO_PREFIX_RE.match(self.user_pool_domain_prefix or ""):
+            problems.append(f"user_pool_domain_prefix {self.user_pool_domain_prefix!r} is not a Cognito domain "
+                            "prefix (lowercase letters, digits, hyphens; not the full host name)")
+        if not _is_token(self.region) and not _REGION_RE.match(self.region or ""):
+            problems.append(f"region {self.region!r} is not an AWS region name")
+        if not self.client_id or (not _is_token(self.client_id) and not re.match(r"^[\w+]+$", self.client_id)):
+            problems.append(f"client_id {self.client_id!r} is not a Cognito app client id")
+        if not _K8S_NAME_RE.match(self.client_secret_secret_name or ""):
+            problems.append(f"client_secret_secret_name {self.client_secret_secret_name!r} is not a Secret name")
+        if not _SECRET_KEY_RE.match(self.client_secret_secret_key or ""):
+            problems.append(f"client_secret_secret_key {self.client_secret_secret_key!r} is not a Secret key")
+        if not self.admin_users:
+            problems.append("admin_users: at least one admin is required")
+        problems += _check_usernames("admin_users", self.admin_users)
+        problems += _check_usernames("allowed_users", self.allowed_users)
+        if self.username_claim not in ("email", "username", "sub", "preferred_username"):
+            problems.append(f"username_claim {self.username_claim!r} not in email/username/sub/preferred_username")
+        if problems:
+            raise ValueError("cognito auth: " + "; ".join(problems))
+
+    @property
+    def base_url(self) -> str:
+        return f"https://{self.user_pool_domain_prefix}.auth.{self.region}.amazoncognito.com"
+
+    @property
+    def authorize_url(self) -> str:
+        return f"{self.base_url}/oauth2/authorize"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.base_url}/oauth2/token"
+
+    @property
+    def userdata_url(self) -> str:
+        return f"{self.base_url}/oauth2/userInfo"
+
+    def hub_config(self, domain: str) -> dict[str, Any]:
+        oauth: dict[str, Any] = {
+            "client_id": self.client_id,
+            "oauth_callback_url": f"https://{domain}/hub/oauth_callback",
+            "authorize_url": self.authorize_url,
+            "token_url": self.token_url,
+            "userdata_url": self.userdata_url,
+            "scope": list(COGNITO_SCOPES),
+            "username_claim": self.username_claim,
+            "login_service": "Amazon Cognito",
+            "admin_users": sorted(set(self.admin_users)),
+        }
+        if self.allowed_users:
+            oauth["allowed_users"] = sorted(set(self.allowed_users) | set(self.admin_users))
+        else:
+            oauth["allow_all"] = True
+        return {
+            "JupyterHub": {"authenticator_class": "generic-oauth"},
+            "GenericOAuthenticator": oauth,
+        }
+
+    def extra_config(self) -> dict[str, str]:
+        return {}
+
+    def hub_env(self) -> dict[str, Any]:
+        return {
+            OAUTH_CLIENT_SECRET_ENV: {
+                "name": OAUTH_CLIENT_SECRET_ENV,
+                "valueFrom": {"secretKeyRef": {"name": self.client_secret_secret_name,
+                                               "key": self.client_secret_secret_key}},
+            }
+        }
+
+
+# --------------------------------------------------------------------------------------------------------
+# Exposure, profiles
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpsEndpoint:
+    """Public HTTPS endpoint: an NLB terminating TLS with an ACM certificate for ``domain``.
+
+    :param domain: host name users open (``notebooks.example.com``); also the OAuth callback host.
+    :param certificate_arn: ACM certificate for ``domain`` in the cluster's region (a CDK token is fine).
+    :param internal: an internal (VPC-only) load balancer instead of an internet-facing one.
+    :param source_ranges: client CIDRs allowed through the load balancer (empty: any).
+    """
+
+    domain: str
+    certificate_arn: str
+    internal: bool = False
+    source_ranges: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "source_ranges", tuple(self.source_ranges))
+        problems = []
+        if not _is_token(self.domain) and not _DNS_NAME_RE.match(self.domain or ""):
+            problems.append(f"domain {self.domain!r} is not a lowercase DNS name (no scheme, no path)")
+        if not _is_token(self.certificate_arn) and not _ACM_ARN_RE.match(self.certificate_arn or ""):
+            problems.append(f"certificate_arn {self.certificate_arn!r} is not an ACM certificate ARN")
+        for cidr in self.source_ranges:
+            if not _CIDR_RE.match(cidr) or not all(0 <= int(o) <= 255 for o in cidr.split("/")[0].split(".")) \
+                    or int(cidr.split("/")[1]) > 32:
+                problems.append(f"source_ranges: {cidr!r} is not an IPv4 CIDR")
+        if problems:
+            raise ValueError("https endpoint: " + "; ".join(problems))
+
+    def service_annotations(self) -> dict[str, str]:
+        annotations = {
+            # EKS's AWS cloud controller: a Network Load Balancer (not a Classic ELB) ...
+            "service.beta.kubernetes.io/aws-load-balancer-type": "nlb",
+            # ... with a TLS listener on the Service port named "https" using the ACM certificate ...
+            "service.beta.kubernetes.io/aws-load-balancer-ssl-cert": self.certificate_arn,
+            "service.beta.kubernetes.io/aws-load-balancer-ssl-ports": "https",
+            # ... forwarding the decrypted stream to the proxy's plain HTTP port (z2jh https.type offload).
+            "service.beta.kubernetes.io/aws-load-balancer-backend-protocol": "tcp",
+            "service.beta.kubernetes.io/aws-load-balancer-cross-zone-load-balancing-enabled": "true",
+        }
+        if self.internal:
+            annotations["service.beta.kubernetes.io/aws-load-balancer-internal"] = "true"
+        return annotations
+
+
+@dataclass(frozen=True)
+class ServerSize:
+    """One CPU entry of the profile list (KubeSpawner cpu/mem guarantee and limit)."""
+
+    slug: str
+    display_name: str
+    cpu_guarantee: float
+    cpu_limit: float
+    mem_guarantee: str
+    mem_limit: str
+    default: bool = False
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not _PROFILE_SLUG_RE.match(self.slug or ""):
+            problems.append(f"slug {self.slug!r} must be lowercase letters, digits and hyphens")
+        if not self.display_name:
+            problems.append("display_name is empty")
+        if not (0 < self.cpu_guarantee <= self.cpu_limit):
+            problems.append(f"cpu: need 0 < guarantee ({self.cpu_guarantee}) <= limit ({self.cpu_limit})")
+        for what, q in (("mem_guarantee", self.mem_guarantee), ("mem_limit", self.mem_limit)):
+            if not _QUANTITY_RE.match(q or ""):
+                problems.append(f"{what} {q!r}: expected a quantity such as '4G' or '8Gi'")
+        if not problems and _bytes(self.mem_guarantee) > _bytes(self.mem_limit):
+            problems.append(f"memory guarantee {self.mem_guarantee} exceeds limit {self.mem_limit}")
+        if problems:
+            raise ValueError(f"server size {self.slug!r}: " + "; ".join(problems))
+
+    def profile(self) -> dict[str, Any]:
+        return {
+            "display_name": self.display_name,
+            "slug": self.slug,
+            "description": f"{self.cpu_guarantee:g}-{self.cpu_limit:g} CPU, "
+                           f"{self.mem_guarantee}-{self.mem_limit} memory",
+            "default": self.default,
+            "kubespawner_override": {
+                "cpu_guarantee": self.cpu_guarantee,
+                "cpu_limit": self.cpu_limit,
+                "mem_guarantee": self.mem_guarantee,
+                "mem_limit": self.mem_limit,
+            },
+        }
+
+
+def _bytes(quantity: str) -> float:
+    m = re.match(r"^(\d+(?:\.\d+)?)([KMGT])(i?)$", quantity)
+    assert m
+    base = 1024 if m.group(3) else 1000
+    return float(m.group(1)) * base ** ("KMGT".index(m.group(2)) + 1)
+
+
+DEFAULT_SERVER_SIZES = (
+    ServerSize(slug="cpu-small", display_name="CPU small", cpu_guarantee=0.5, cpu_limit=2,
+               mem_guarantee="2G", mem_limit="4G", default=True),
+    ServerSize(slug="cpu-large", display_name="CPU large", cpu_guarantee=2, cpu_limit=4,
+               mem_guarantee="8G", mem_limit="16G"),
+)
+
+
+@dataclass(frozen=True)
+class GpuProfile:
+    """The GPU entry of the profile list, on the ``gpu`` Karpenter pool.
+
+    :param pool: the GPU NodePool (its taints become the profile's tolerations).
+    :param gpus: ``nvidia.com/gpu`` per server.
+    :param image: image for GPU servers (default: the CPU notebook image; CUDA comes with the wheels).
+    """
+
+    pool: NodePoolSettings
+    gpus: int = 1
+    cpu_guarantee: float = 3
+    cpu_limit: float = 4
+    mem_guarantee: str = "12G"
+    mem_limit: str = "16G"
+    image: NotebookImage | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.pool.gpu_limit is None:
+            problems.append(f"pool {self.pool.name!r} has no gpu_limit: it cannot launch GPU nodes")
+        if not isinstance(self.gpus, int) or self.gpus < 1:
+            problems.append(f"gpus {self.gpus!r} must be a positive integer")
+        elif self.pool.gpu_limit is not None and self.gpus > self.pool.gpu_limit:
+            problems.append(f"gpus {self.gpus} exceed the pool's gpu_limit {self.pool.gpu_limit}")
+        if not (0 < self.cpu_guarantee <= self.cpu_limit):
+            problems.append(f"cpu: need 0 < guarantee ({self.cpu_guarantee}) <= limit ({self.cpu_limit})")
+        for what, q in (("mem_guarantee", self.mem_guarantee), ("mem_limit", self.mem_limit)):
+            if not _QUANTITY_RE.match(q or ""):
+                problems.append(f"{what} {q!r}: expected a quantity such as '16G'")
+        if problems:
+            raise ValueError("gpu profile: " + "; ".join(problems))
+
+    def profile(self) -> dict[str, Any]:
+        placement = pool_placement(self.pool)
+        override: dict[str, Any] = {
+            "cpu_guarantee": self.cpu_guarantee,
+            "cpu_limit": self.cpu_limit,
+            "mem_guarantee": self.mem_guarantee,
+            "mem_limit": self.mem_limit,
+            "extra_resource_guarantees": {"nvidia.com/gpu": str(self.gpus)},
+            "extra_resource_limits": {"nvidia.com/gpu": str(self.gpus)},
+            # Replace (not add to) the CPU pool's placement: GPU nodes only.
+            "node_selector": placement["nodeSelector"],
+            "tolerations": placement["tolerations"],
+        }
+        if self.image is not None:
+            override["image"] = self.image.ref
+        return {
+            "display_name": f"GPU ({self.gpus} x NVIDIA)",
+            "slug": "gpu",
+            "description": f"{self.gpus} GPU, {self.cpu_guarantee:g}-{self.cpu_limit:g} CPU, "
+                           f"{self.mem_guarantee}-{self.mem_limit} memory, pool {self.pool.name}",
+            "kubespawner_override": override,
+        }
+
+
+# --------------------------------------------------------------------------------------------------------
+# The values
+# --------------------------------------------------------------------------------------------------------
+
+
+def _env_from_secret(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+@dataclass(frozen=True)
+class JupyterHubValues:
+    """Values for the z2jh 4.4.0 chart (release in namespace ``jupyterhub``).
+
+    :param notebook_image: single-user image (:func:`notebook_image`).
+    :param core_pool: pool for hub, proxy and user-scheduler (must not be Spot-capable); ``on-demand``.
+    :param user_pool: pool for the single-user servers; ``on-demand`` recommended (see module docstring).
+    :param auth: :class:`NativeAuth` (default mode) or :class:`CognitoAuth` (needs ``https``).
+    :param https: public HTTPS endpoint; None: ClusterIP only (``kubectl port-forward``).
+    :param gpu: GPU profile, only when a GPU pool exists.
+    :param server_sizes: CPU profiles; exactly one is the default.
+    :param home_capacity: per-user home volume (StorageClass ``gp3``).
+    :param cull_timeout_seconds: stop servers idle this long; ``cull_every_seconds``: check interval.
+    :param cull_max_age_seconds: stop servers this old even if active (0: never).
+    """
+
+    notebook_image: NotebookImage
+    core_pool: NodePoolSettings
+    user_pool: NodePoolSettings
+    auth: NativeAuth | CognitoAuth
+    https: HttpsEndpoint | None = None
+    gpu: GpuProfile | None = None
+    server_sizes: tuple[ServerSize, ...] = DEFAULT_SERVER_SIZES
+    home_capacity: str = "10Gi"
+    home_mount_path: str = "/home/jovyan"
+    storage_class: str = DEFAULT_STORAGE_CLASS
+    cull_timeout_seconds: int = 3600
+    cull_every_seconds: int = 300
+    cull_max_age_seconds: int = 0
+    start_timeout_seconds: int = 600
+    ray_address: str = RAY_ADDRESS
+    ray_token_secret: str = RAY_AUTH_SECRET_NAME
+    ray_token_key: str = RAY_AUTH_SECRET_KEY
+    extra_env: dict[str, str] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "server_sizes", tuple(self.server_sizes))
+        object.__setattr__(self, "extra_env", dict(self.extra_env))
+        problems = self.problems()
+        if problems:
+            raise ValueError("jupyterhub values: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        p: list[str] = []
+        if not isinstance(self.notebook_image, NotebookImage):
+            p.append("notebook_image must be a NotebookImage (see notebook_image())")
+        for what, pool in (("core_pool", self.core_pool), ("user_pool", self.user_pool)):
+            if not isinstance(pool, NodePoolSettings):
+                p.append(f"{what} must be a NodePoolSettings")
+        if isinstance(self.core_pool, NodePoolSettings) and "spot" in self.core_pool.capacity_types:
+            p.append(f"core_pool {self.core_pool.name!r} can launch Spot nodes: a reclaim would take the hub "
+                     "and proxy down; use the on-demand pool")
+        if isinstance(self.user_pool, NodePoolSettings) and self.user_pool.gpu_limit is not None:
+            p.append(f"user_pool {self.user_pool.name!r} is a GPU pool: use gpu=GpuProfile(...) for GPU servers")
+        if not isinstance(self.auth, (NativeAuth, CognitoAuth)):
+            p.append("auth must be NativeAuth or CognitoAuth (there is no dummy authenticator)")
+        if isinstance(self.auth, CognitoAuth) and self.https is None:
+            p.append("Cognito authentication needs the https endpoint (domain + certificate): the OAuth "
+                     "callback must be https://<domain>/hub/oauth_callback")
+        if not self.server_sizes:
+            p.append("server_sizes: at least one CPU profile is required")
+        elif sum(s.default for s in self.server_sizes) != 1:
+            p.append("server_sizes: exactly one profile must be the default")
+        slugs = [s.slug for s in self.server_sizes] + (["gpu"] if self.gpu else [])
+        if len(set(slugs)) != len(slugs):
+            p.append(f"profile slugs must be unique, got {slugs}")
+        if not re.match(r"^\d+(Mi|Gi|Ti)$", self.home_capacity or ""):
+            p.append(f"home_capacity {self.home_capacity!r}: expected e.g. '10Gi'")
+        if not self.home_mount_path.startswith("/"):
+            p.append(f"home_mount_path {self.home_mount_path!r} must be absolute")
+        if not _K8S_NAME_RE.match(self.storage_class or ""):
+            p.append(f"storage_class {self.storage_class!r} is not a StorageClass name")
+        if not isinstance(self.cull_timeout_seconds, int) or self.cull_timeout_seconds < 300:
+            p.append(f"cull_timeout_seconds {self.cull_timeout_seconds!r} must be an integer >= 300")
+        if not isinstance(self.cull_every_seconds, int) or not 30 <= self.cull_every_seconds <= max(
+                self.cull_timeout_seconds if isinstance(self.cull_timeout_seconds, int) else 0, 30):
+            p.append(f"cull_every_seconds {self.cull_every_seconds!r} must be between 30 and cull_timeout_seconds")
+        if not isinstance(self.cull_max_age_seconds, int) or self.cull_max_age_seconds < 0:
+            p.append(f"cull_max_age_seconds {self.cull_max_age_seconds!r} must be >= 0 (0: no maximum age)")
+        if not isinstance(self.start_timeout_seconds, int) or self.start_timeout_seconds < 60:
+            p.append(f"start_timeout_seconds {self.start_timeout_seconds!r} must be >= 60 (Karpenter needs "
+                     "time to launch a node)")
+        if not re.match(r"^https?://[^/\s]+:\d+$", self.ray_address or ""):
+            p.append(f"ray_address {self.ray_address!r}: expected http://<host>:<port> (the Jobs API)")
+        if not _K8S_NAME_RE.match(self.ray_token_secret or ""):
+            p.append(f"ray_token_secret {self.ray_token_secret!r} is not a Secret name")
+        if not _SECRET_KEY_RE.match(self.ray_token_key or ""):
+            p.append(f"ray_token_key {self.ray_token_key!r} is not a Secret key")
+        reserved = {"RAY_ADDRESS", RAY_AUTH_MODE_ENV, RAY_TOKEN_ENV}
+        for name, value in self.extra_env.items():
+            if name in reserved:
+                p.append(f"extra_env {name!r} is set by the builder")
+            elif not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name) or not isinstance(value, str):
+                p.append(f"extra_env {name!r}: expected NAME -> string value")
+            elif "TOKEN" in name.upper() or "SECRET" in name.upper() or "PASSWORD" in name.upper():
+                p.append(f"extra_env {name!r} looks like a secret: secrets come from Kubernetes Secrets")
+        return p
+
+    # -- pieces -------------------------------------------------------------------------------------------
+
+    def singleuser_env(self) -> dict[str, Any]:
+        env: dict[str, Any] = dict(self.extra_env)
+        env["RAY_ADDRESS"] = self.ray_address
+        env[RAY_AUTH_MODE_ENV] = "token"
+        env[RAY_TOKEN_ENV] = _env_from_secret(RAY_TOKEN_ENV, self.ray_token_secret, self.ray_token_key)
+        return env
+
+    def singleuser_egress(self) -> list[dict[str, Any]]:
+        """Explicit egress rule of the single-user pods: the Ray head, by namespace + pod selector."""
+        return [
+            {
+                "to": [
+                    {
+                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": RAY_NAMESPACE}},
+                        "podSelector": {"matchLabels": dict(RAY_HEAD_POD_LABELS)},
+                    }
+                ],
+                "ports": [
+                    {"protocol": "TCP", "port": RAY_DASHBOARD_PORT},
+                    {"protocol": "TCP", "port": RAY_CLIENT_PORT},
+                ],
+            }
+        ]
+
+    def profile_list(self) -> list[dict[str, Any]]:
+        profiles = [s.profile() for s in self.server_sizes]
+        if self.gpu is not None:
+            profiles.append(self.gpu.profile())
+        return profiles
+
+    def proxy_service(self) -> dict[str, Any]:
+        if self.https is None:
+            return {"type": "ClusterIP"}
+        service: dict[str, Any] = {
+            "type": "LoadBalancer",
+            "annotations": self.https.service_annotations(),
+            # HTTPS only: the Service has no port 80 at all.
+            "disableHttpPort": True,
+        }
+        if self.https.source_ranges:
+            service["loadBalancerSourceRanges"] = list(self.https.source_ranges)
+        return service
+
+    def to_values(self) -> dict[str, Any]:
+        core = pool_placement(self.core_pool)
+        users = pool_placement(self.user_pool)
+        hub_config = (self.auth.hub_config(self.https.domain) if isinstance(self.auth, CognitoAuth)
+                      else self.auth.hub_config())
+        hub_config["KubeSpawner"] = {
+            # Merged by KubeSpawner with uid / allowPrivilegeEscalation below.
+            "container_security_context": {
+                "runAsNonRoot": True,
+                "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+        }
+        hub: dict[str, Any] = {
+            "config": hub_config,
+            "nodeSelector": core["nodeSelector"],
+            "tolerations": core["tolerations"],
+            "networkPolicy": {
+                "enabled": True,
+                # The hub needs the Kubernetes API (KubeSpawner). z2jh allows it through its privateIPs
+                # ipBlock, but Cilium gives the API server's addresses the kube-apiserver identity, which
+                # no ipBlock matches: allow TCP 443 to any destination (a rule without `to`, which Cilium
+                # maps to all identities). nonPrivateIPs: the OAuth token exchange with Cognito.
+                "egressAllowRules": {"privateIPs": True, "nonPrivateIPs": True},
+                "egress": [{"ports": [{"protocol": "TCP", "port": KUBERNETES_API_PORT}]}],
+            },
+        }
+        extra_config = self.auth.extra_config()
+        if extra_config:
+            hub["extraConfig"] = extra_config
+        hub_env = self.auth.hub_env()
+        if hub_env:
+            hub["extraEnv"] = hub_env
+
+        proxy: dict[str, Any] = {
+            "service": self.proxy_service(),
+            "chp": {
+                "nodeSelector": core["nodeSelector"],
+                "tolerations": core["tolerations"],
+                "networkPolicy": {"enabled": True},
+            },
+        }
+        if self.https is not None:
+            proxy["https"] = {"enabled": True, "type": "offload", "hosts": [self.https.domain]}
+
+        singleuser: dict[str, Any] = {
+            "image": {"name": self.notebook_image.name, "tag": self.notebook_image.tag},
+            "uid": NOTEBOOK_UID,
+            "fsGid": NOTEBOOK_FS_GID,
+            "allowPrivilegeEscalation": False,
+            "startTimeout": self.start_timeout_seconds,
+            "nodeSelector": users["nodeSelector"],
+            "extraTolerations": users["tolerations"],
+            "storage": {
+                "type": "dynamic",
+                "capacity": self.home_capacity,
+                "homeMountPath": self.home_mount_path,
+                "dynamic": {"storageClass": self.storage_class},
+            },
+            "cloudMetadata": {"blockWithIptables": True, "ip": CLOUD_METADATA_IP},
+            "networkPolicy": {
+                "enabled": True,
+                "egressAllowRules": {
+                    "cloudMetadataServer": False,
+                    # EKS DNS is CoreDNS in kube-system, not the metadata server's address.
+                    "dnsPortsCloudMetadataServer": False,
+                    "dnsPortsKubeSystemNamespace": True,
+                    "dnsPortsPrivateIPs": True,
+                    # Internet for pip/conda/git; nothing else in the VPC.
+                    "nonPrivateIPs": True,
+                    "privateIPs": False,
+                },
+                "egress": self.singleuser_egress(),
+            },
+            "extraEnv": self.singleuser_env(),
+            "profileList": self.profile_list(),
+        }
+
+        cull: dict[str, Any] = {
+            "enabled": True,
+            "timeout": self.cull_timeout_seconds,
+            "every": self.cull_every_seconds,
+        }
+        if self.cull_max_age_seconds:
+            cull["maxAge"] = self.cull_max_age_seconds
+
+        return {
+            "hub": hub,
+            "proxy": proxy,
+            "singleuser": singleuser,
+            "scheduling": {
+                # Packs user pods onto the fewest nodes, so Karpenter can consolidate the rest.
+                "userScheduler": {
+                    "enabled": True,
+                    "nodeSelector": core["nodeSelector"],
+                    "tolerations": core["tolerations"],
+                },
+            },
+            "prePuller": {
+                # The install-time hook waits for an image pull on every node; with Karpenter nodes come
+                # and go, so only the continuous puller (a DaemonSet on user nodes) is useful.
+                "hook": {"enabled": False},
+                "continuous": {"enabled": True},
+            },
+            "cull": cull,
+        }

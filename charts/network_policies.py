@@ -1,0 +1,210 @@
+"""Ingress isolation of the ``ray`` namespace: standard Kubernetes ``NetworkPolicy`` objects (cdk8s).
+
+Policies (all in the Ray namespace, all ``policyTypes: [Ingress]``):
+
+1. ``default-deny-ingress`` selects every pod and allows nothing: a pod no other policy admits traffic
+   to is unreachable from outside the namespace (and a Ray pod created before any other policy applies
+   is covered from its first second).
+2. ``allow-same-namespace``: every pod in ``ray`` may reach every other on any port. Ray's own traffic
+   (GCS 6379, raylet / object manager / worker ports, which are many and dynamic) never leaves the
+   namespace, so it is allowed wholesale.
+3. ``allow-notebooks-to-ray-head``: JupyterHub single-user pods (namespace ``jupyterhub``, label
+   ``component: singleuser-server``) may reach the Ray *head* only, on 8265 (Jobs API / dashboard) and
+   10001 (Ray Client). Not the workers, not GCS.
+4. ``allow-kuberay-operator-to-ray-head``: the KubeRay operator (namespace ``kuberay-system``, the chart's
+   pod label ``app.kubernetes.io/name: kuberay-operator``) may reach the head's dashboard, 8265: it calls
+   the Jobs / Serve REST API there for RayJob and RayService. A plain RayCluster needs nothing from the
+   operator over the pod network (it reconciles through the Kubernetes API).
+
+Every peer is a ``namespaceSelector`` on ``kubernetes.io/metadata.name`` (set by the API server, cannot be
+forged by a namespace owner) AND a ``podSelector`` in the same peer entry; never an ``ipBlock``: Cilium
+derives pod identities from labels and does not apply ``ipBlock`` to pod IPs.
+
+Why standard NetworkPolicies: Cilium enforces ``networking.k8s.io/v1`` NetworkPolicy natively (it
+translates them into its own policy model), they validate against the Kubernetes API schema, and they
+keep the platform portable. A ``CiliumNetworkPolicy`` is only needed for what NetworkPolicy cannot
+express: Cilium *entities*. The one that matters here is egress to the ``host`` entity on port 80 for the
+EKS Pod Identity agent (169.254.170.23), which any egress-restricting policy must add under Cilium. These
+policies restrict **ingress only**: Ray egress stays unrestricted (Ray pods reach S3, PyPI for
+``runtime_env`` pip installs, the API server for the autoscaler, and Pod Identity), so no
+CiliumNetworkPolicy is needed. If the operator is ever run with ``useKubernetesProxy``, its requests
+arrive from the API server (the ``kube-apiserver`` entity) and a CiliumNetworkPolicy would be needed too.
+
+Not affected: kubelet probes (Cilium always allows the local host to reach its pods) and
+``kubectl port-forward`` to the dashboard (it enters the pod's network namespace through the kubelet).
+A job submitter in another namespace (e.g. a pipeline Job) needs its own rule like (3).
+
+The chart does not create the namespace; add a dependency on the chart that does (cdk8s orders objects
+only by explicit dependencies).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import cdk8s
+from constructs import Construct
+
+from charts.k8s import api_object
+
+__all__ = [
+    "JUPYTERHUB_NAMESPACE",
+    "KUBERAY_OPERATOR_LABELS",
+    "KUBERAY_OPERATOR_NAMESPACE",
+    "NAMESPACE_NAME_LABEL",
+    "NOTEBOOK_POD_LABELS",
+    "RAY_CLIENT_PORT",
+    "RAY_DASHBOARD_PORT",
+    "RAY_NAMESPACE",
+    "RayNetworkPoliciesChart",
+    "ray_network_policies",
+]
+
+RAY_NAMESPACE = "ray"
+RAY_CLUSTER_NAME = "ray"
+JUPYTERHUB_NAMESPACE = "jupyterhub"
+KUBERAY_OPERATOR_NAMESPACE = "kuberay-system"
+RAY_DASHBOARD_PORT = 8265
+RAY_CLIENT_PORT = 10001
+
+# Set by the API server on every namespace (Kubernetes >= 1.22); namespace owners cannot change it.
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+# KubeSpawner (z2jh 4.x) labels user pods with both `component` and `app.kubernetes.io/component`.
+NOTEBOOK_POD_LABELS = {"component": "singleuser-server"}
+# The kuberay-operator chart's pod template label (`kuberay-operator.name`: the chart name).
+KUBERAY_OPERATOR_LABELS = {"app.kubernetes.io/name": "kuberay-operator"}
+
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_KEY_RE = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+_API_VERSION = "networking.k8s.io/v1"
+
+
+def _check_labels(what: str, labels: Mapping[str, str]) -> list[str]:
+    problems = []
+    if not labels:
+        problems.append(f"{what}: at least one label is required (an empty selector matches every pod)")
+    for k, v in labels.items():
+        if not _LABEL_KEY_RE.match(k) or len(k.split("/")[-1]) > 63:
+            problems.append(f"{what}: {k!r} is not a valid label key")
+        if not isinstance(v, str) or not _LABEL_VALUE_RE.match(v) or len(v) > 63:
+            problems.append(f"{what}: {k}={v!r} is not a valid label value")
+    return problems
+
+
+def _peer(namespace: str, pod_labels: Mapping[str, str]) -> dict[str, Any]:
+    """Pods with ``pod_labels`` in ``namespace`` (one peer entry: namespace AND pod selector)."""
+    return {
+        "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: namespace}},
+        "podSelector": {"matchLabels": dict(pod_labels)},
+    }
+
+
+def _ports(*ports: int) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": p} for p in ports]
+
+
+def _policy(name: str, namespace: str, pod_selector: Mapping[str, Any], ingress: list[dict[str, Any]],
+            description: str) -> dict[str, Any]:
+    return {
+        "apiVersion": _API_VERSION,
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/part-of": "dynamic-factory", "app.kubernetes.io/component": "ray"},
+            "annotations": {"dynamic-factory/description": description},
+        },
+        "spec": {"podSelector": dict(pod_selector), "policyTypes": ["Ingress"], "ingress": ingress},
+    }
+
+
+def ray_network_policies(
+    *,
+    ray_namespace: str = RAY_NAMESPACE,
+    ray_cluster_name: str = RAY_CLUSTER_NAME,
+    jupyterhub_namespace: str = JUPYTERHUB_NAMESPACE,
+    notebook_pod_labels: Mapping[str, str] = NOTEBOOK_POD_LABELS,
+    operator_namespace: str = KUBERAY_OPERATOR_NAMESPACE,
+    operator_pod_labels: Mapping[str, str] = KUBERAY_OPERATOR_LABELS,
+    dashboard_port: int = RAY_DASHBOARD_PORT,
+    client_port: int = RAY_CLIENT_PORT,
+) -> list[dict[str, Any]]:
+    """The NetworkPolicy manifests (plain dicts, in apply order). Raises ValueError on bad arguments."""
+    problems = []
+    for what, ns in (("ray_namespace", ray_namespace), ("jupyterhub_namespace", jupyterhub_namespace),
+                     ("operator_namespace", operator_namespace)):
+        if not isinstance(ns, str) or not _DNS_LABEL_RE.match(ns) or len(ns) > 63:
+            problems.append(f"{what} {ns!r} is not a namespace name (DNS label)")
+    if not isinstance(ray_cluster_name, str) or not _LABEL_VALUE_RE.match(ray_cluster_name) or not ray_cluster_name:
+        problems.append(f"ray_cluster_name {ray_cluster_name!r} is not a valid label value")
+    if ray_namespace in (jupyterhub_namespace, operator_namespace):
+        problems.append(f"ray_namespace {ray_namespace!r} must differ from the JupyterHub and operator "
+                        "namespaces (same-namespace traffic is allowed wholesale)")
+    problems += _check_labels("notebook_pod_labels", notebook_pod_labels)
+    problems += _check_labels("operator_pod_labels", operator_pod_labels)
+    for what, port in (("dashboard_port", dashboard_port), ("client_port", client_port)):
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            problems.append(f"{what} {port!r} is not a TCP port")
+    if dashboard_port == client_port:
+        problems.append("dashboard_port and client_port must differ")
+    if problems:
+        raise ValueError("ray network policies: " + "; ".join(problems))
+
+    head = {"matchLabels": {"ray.io/cluster": ray_cluster_name, "ray.io/node-type": "head"}}
+    return [
+        _policy("default-deny-ingress", ray_namespace, {}, [],
+                "Deny all ingress to pods in this namespace unless another policy allows it."),
+        _policy("allow-same-namespace", ray_namespace, {}, [{"from": [{"podSelector": {}}]}],
+                "Ray head and workers talk to each other on many dynamic ports."),
+        _policy("allow-notebooks-to-ray-head", ray_namespace, head,
+                [{"from": [_peer(jupyterhub_namespace, notebook_pod_labels)],
+                  "ports": _ports(dashboard_port, client_port)}],
+                "JupyterHub single-user servers submit jobs (Jobs API) and use Ray Client on the head."),
+        _policy("allow-kuberay-operator-to-ray-head", ray_namespace, head,
+                [{"from": [_peer(operator_namespace, operator_pod_labels)],
+                  "ports": _ports(dashboard_port)}],
+                "The KubeRay operator calls the head's dashboard API (RayJob / RayService)."),
+    ]
+
+
+class RayNetworkPoliciesChart(cdk8s.Chart):
+    """The policies of :func:`ray_network_policies` as a cdk8s chart (fixed object names).
+
+    :param ray_namespace: namespace of the RayCluster (must exist; add a dependency on its chart).
+    :param ray_cluster_name: RayCluster name (``ray.io/cluster`` label of its pods).
+    :param jupyterhub_namespace / notebook_pod_labels: where the single-user servers run, and their labels.
+    :param operator_namespace / operator_pod_labels: where the KubeRay operator runs, and its pod labels.
+    :param dashboard_port / client_port: the head's Jobs API / dashboard and Ray Client ports.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        ray_namespace: str = RAY_NAMESPACE,
+        ray_cluster_name: str = RAY_CLUSTER_NAME,
+        jupyterhub_namespace: str = JUPYTERHUB_NAMESPACE,
+        notebook_pod_labels: Mapping[str, str] = NOTEBOOK_POD_LABELS,
+        operator_namespace: str = KUBERAY_OPERATOR_NAMESPACE,
+        operator_pod_labels: Mapping[str, str] = KUBERAY_OPERATOR_LABELS,
+        dashboard_port: int = RAY_DASHBOARD_PORT,
+        client_port: int = RAY_CLIENT_PORT,
+    ) -> None:
+        super().__init__(scope, construct_id, disable_resource_name_hashes=True)
+        self.manifests = ray_network_policies(
+            ray_namespace=ray_namespace,
+            ray_cluster_name=ray_cluster_name,
+            jupyterhub_namespace=jupyterhub_namespace,
+            notebook_pod_labels=notebook_pod_labels,
+            operator_namespace=operator_namespace,
+            operator_pod_labels=operator_pod_labels,
+            dashboard_port=dashboard_port,
+            client_port=client_port,
+        )
+        for manifest in self.manifests:
+            api_object(self, manifest["metadata"]["name"], manifest)

@@ -1,0 +1,308 @@
+"""Submit the XGBoost validation job to the platform's Ray cluster from a notebook.
+
+    from ray_submit import run_validation, plot_metric
+    result = run_validation(workers=2, rows=100_000, rounds=50)
+    plot_metric(result.progress, "validation-auc")
+
+Everything the JupyterHub single-user server needs is in its environment (set by the z2jh values,
+``charts/jupyterhub_values.py``):
+
+* ``RAY_ADDRESS``: the Ray Jobs API of the head, ``http://ray-head-svc.ray.svc.cluster.local:8265``.
+* ``RAY_AUTH_TOKEN`` (+ ``RAY_AUTH_MODE=token``): Ray's token authentication, from the Kubernetes Secret
+  ``ray-auth-token``; sent as ``Authorization: Bearer <token>``.
+
+The job code is not in the Ray image: the ``jobs/`` package of this repository is uploaded with the job
+(``runtime_env.py_modules``), and XGBoost is pinned in ``runtime_env.pip``. The entrypoint runs on the
+head, which advertises no CPUs; it asks for none, and Ray Train schedules the workers on the Spot
+workers.
+
+Only ``make_client`` and ``plot_metric`` import Ray / matplotlib; the rest is plain Python, unit-tested
+without a cluster (``tests/unit/test_notebook.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+
+# Must equal versions.XGBOOST_VERSION / versions.RAY_VERSION (a unit test checks): the notebook runs
+# without the repository root on sys.path, so it cannot import `versions`.
+XGBOOST_VERSION = "3.2.0"
+RAY_VERSION = "2.60.0"
+
+JOB_MODULE = "jobs.xgboost_validation"
+ADDRESS_ENV = "RAY_ADDRESS"
+TOKEN_ENV = "RAY_AUTH_TOKEN"
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+# The job prints its summary as the last stdout line: a JSON object, optionally after this prefix.
+SUMMARY_PREFIX = "XGBOOST_VALIDATION_SUMMARY "
+TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
+
+# "[xgboost-validation] round 10/50 validation-auc=0.9123 validation-logloss=0.3456 (1.2 s)", possibly
+# prefixed by Ray's "(RayTrainWorker pid=..., ip=...)" when it comes from a worker.
+_PROGRESS_RE = re.compile(
+    r"round (?P<round>\d+)/(?P<total>\d+)\s+(?P<metrics>(?:[\w.-]+=[-+\w.]+\s*)+)"
+)
+_METRIC_RE = re.compile(r"(?P<name>[\w.-]+)=(?P<value>[-+\w.]+)")
+
+
+class RaySubmitError(RuntimeError):
+    """The job could not be submitted or did not produce a summary."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# Connection
+# --------------------------------------------------------------------------------------------------------
+
+
+def ray_address(env: Optional[Mapping[str, str]] = None) -> str:
+    """The Jobs API address from ``RAY_ADDRESS``; a clear error when it is missing."""
+    env = os.environ if env is None else env
+    address = (env.get(ADDRESS_ENV) or "").strip()
+    if not address:
+        raise RaySubmitError(
+            f"{ADDRESS_ENV} is not set. On the platform's JupyterHub every server has it "
+            "(http://ray-head-svc.ray.svc.cluster.local:8265); elsewhere, port-forward the head "
+            "(kubectl -n ray port-forward svc/ray-head-svc 8265) and set "
+            f"{ADDRESS_ENV}=http://127.0.0.1:8265"
+        )
+    if not re.match(r"^https?://[^/\s]+(:\d+)?/?$", address):
+        raise RaySubmitError(f"{ADDRESS_ENV}={address!r}: the Jobs API needs an http(s)://host:port address")
+    return address.rstrip("/")
+
+
+def auth_headers(env: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """``{"Authorization": "Bearer <token>"}`` from ``RAY_AUTH_TOKEN``; ``{}`` when token auth is off."""
+    env = os.environ if env is None else env
+    token = (env.get(TOKEN_ENV) or "").strip()
+    if token:
+        return {"Authorization": f"Bearer {token}"}
+    if (env.get(AUTH_MODE_ENV) or "").strip().lower() == "token":
+        raise RaySubmitError(f"{AUTH_MODE_ENV}=token but {TOKEN_ENV} is empty: the Secret ray-auth-token "
+                             "is missing in the jupyterhub namespace, or the server predates it (restart it)")
+    return {}
+
+
+def make_client(env: Optional[Mapping[str, str]] = None, client_cls: Optional[Callable[..., Any]] = None):
+    """A ``JobSubmissionClient`` for ``RAY_ADDRESS`` with the token header."""
+    address = ray_address(env)
+    headers = auth_headers(env)
+    if client_cls is None:
+        from ray.job_submission import JobSubmissionClient as client_cls  # noqa: N813
+    return client_cls(address, headers=headers or None)
+
+
+def check_local_ray_version(expected: str = RAY_VERSION) -> Optional[str]:
+    """A warning text when the notebook's Ray differs from the cluster's, else None."""
+    try:
+        import ray
+    except ImportError:
+        return "Ray is not installed in this notebook image: pip install 'ray[default]==%s'" % expected
+    if ray.__version__ != expected:
+        return f"notebook Ray {ray.__version__} != cluster Ray {expected}: job submission may fail"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------
+# The job
+# --------------------------------------------------------------------------------------------------------
+
+
+def find_jobs_dir(start: Optional[os.PathLike] = None) -> Path:
+    """The repository's ``jobs/`` package: searched in ``start`` (default: cwd) and its parents."""
+    here = Path(start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / "jobs"
+        if (candidate / "xgboost_validation.py").is_file() and (candidate / "__init__.py").is_file():
+            return candidate
+    raise RaySubmitError(f"no jobs/ package (with xgboost_validation.py) in {here} or its parents: "
+                         "open the notebook from a clone of the repository")
+
+
+def build_entrypoint(workers: int, rows: int, rounds: int, extra_args: Sequence[str] = ()) -> str:
+    """``python -m jobs.xgboost_validation --workers N --rows R --rounds K [extra args]``, shell-quoted."""
+    for name, value in (("workers", workers), ("rows", rows), ("rounds", rounds)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(extra_args, str):
+        raise ValueError("extra_args must be a sequence of arguments, not one string")
+    argv = ["python", "-m", JOB_MODULE, "--workers", str(workers), "--rows", str(rows),
+            "--rounds", str(rounds), *map(str, extra_args)]
+    return shlex.join(argv)
+
+
+def build_runtime_env(jobs_dir: os.PathLike, xgboost_version: str = XGBOOST_VERSION,
+                      env_vars: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+    """Upload ``jobs/`` as a module (importable by the entrypoint and the workers), pin XGBoost."""
+    jobs_dir = Path(jobs_dir)
+    if not (jobs_dir / "__init__.py").is_file() or not (jobs_dir / "xgboost_validation.py").is_file():
+        raise RaySubmitError(f"{jobs_dir} is not the jobs package (needs __init__.py and xgboost_validation.py)")
+    if jobs_dir.name != "jobs":
+        raise RaySubmitError(f"{jobs_dir}: the package directory must be named 'jobs' (the entrypoint "
+                             f"runs python -m {JOB_MODULE})")
+    runtime_env: Dict[str, Any] = {
+        "py_modules": [str(jobs_dir.resolve())],
+        "pip": {"packages": [f"xgboost=={xgboost_version}"], "pip_check": False},
+    }
+    if env_vars:
+        bad = [k for k, v in env_vars.items() if not isinstance(k, str) or not isinstance(v, str)]
+        if bad:
+            raise ValueError(f"env_vars must map strings to strings: {bad}")
+        runtime_env["env_vars"] = dict(env_vars)
+    return runtime_env
+
+
+def submit(client, entrypoint: str, runtime_env: Mapping[str, Any],
+           submission_id: Optional[str] = None, metadata: Optional[Mapping[str, str]] = None) -> str:
+    """Submit; returns the submission id. No entrypoint resources: the driver runs on the head (0 CPUs)."""
+    kwargs: Dict[str, Any] = {"entrypoint": entrypoint, "runtime_env": dict(runtime_env)}
+    if submission_id:
+        kwargs["submission_id"] = submission_id
+    if metadata:
+        kwargs["metadata"] = dict(metadata)
+    return client.submit_job(**kwargs)
+
+
+def _status_name(status: Any) -> str:
+    return str(getattr(status, "value", status)).upper()
+
+
+def follow_logs(client, job_id: str, sink: Callable[[str], None] = print, poll_s: float = 2.0,
+                timeout_s: Optional[float] = None, sleep: Callable[[float], None] = time.sleep,
+                clock: Callable[[], float] = time.monotonic) -> tuple[str, str]:
+    """Print new log output until the job ends; returns ``(final status, full logs)``.
+
+    Polls ``get_job_logs`` (synchronous: a notebook's running event loop rules out ``asyncio.run`` of
+    ``tail_job_logs``). ``timeout_s`` stops following, not the job.
+    """
+    printed = 0
+    start = clock()
+    while True:
+        status = _status_name(client.get_job_status(job_id))
+        logs = client.get_job_logs(job_id) or ""
+        terminal = status in TERMINAL_STATUSES
+        # Whole lines only while the job runs (a line may still be growing); the rest at the end.
+        end = len(logs) if terminal else logs.rfind("\n", printed) + 1
+        if end > printed:
+            sink(logs[printed:end].rstrip("\n"))
+            printed = end
+        if terminal:
+            return status, logs
+        if timeout_s is not None and clock() - start > timeout_s:
+            raise RaySubmitError(f"job {job_id} still {status} after {timeout_s:g} s (it keeps running; "
+                                 f"stop it with client.stop_job({job_id!r}))")
+        sleep(poll_s)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Output parsing
+# --------------------------------------------------------------------------------------------------------
+
+
+def parse_summary(logs: str) -> Dict[str, Any]:
+    """The job's summary: the last log line that is a JSON object (optionally after ``SUMMARY_PREFIX``)."""
+    for raw in reversed(logs.splitlines()):
+        line = raw.strip()
+        if line.startswith(SUMMARY_PREFIX):
+            line = line[len(SUMMARY_PREFIX):].strip()
+        if not (line.startswith("{") and line.endswith("}")):
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict) and ("status" in value or "auc" in value):
+            return value
+    raise RaySubmitError("no JSON summary line in the job's output (did the job fail before the end? "
+                         "see the logs above)")
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def parse_progress(logs: str) -> List[Dict[str, float]]:
+    """Per-checkpoint metrics from the job's progress lines, one dict per round (last report wins)."""
+    by_round: Dict[int, Dict[str, float]] = {}
+    for line in logs.splitlines():
+        m = _PROGRESS_RE.search(line)
+        if not m:
+            continue
+        entry: Dict[str, float] = {"round": int(m.group("round")), "total": int(m.group("total"))}
+        for metric in _METRIC_RE.finditer(m.group("metrics")):
+            entry[metric.group("name")] = _number(metric.group("value"))
+        by_round[entry["round"]] = entry
+    return [by_round[r] for r in sorted(by_round)]
+
+
+def plot_metric(progress: Sequence[Mapping[str, float]], metric: str = "validation-auc", ax=None):
+    """Plot ``metric`` per round with matplotlib; returns the Axes, or None (with a note) without it."""
+    points = [(p["round"], p[metric]) for p in progress if metric in p and not math.isnan(p[metric])]
+    if not points:
+        print(f"no {metric!r} values to plot", file=sys.stderr)
+        return None
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed; values per round: "
+              + ", ".join(f"{r}: {v:.4f}" for r, v in points), file=sys.stderr)
+        return None
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    rounds, values = zip(*points)
+    ax.plot(rounds, values, marker="o")
+    ax.set_xlabel("boosting round")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per round")
+    ax.grid(True, alpha=0.3)
+    return ax
+
+
+# --------------------------------------------------------------------------------------------------------
+# One call
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class JobResult:
+    job_id: str
+    status: str
+    summary: Dict[str, Any]
+    progress: List[Dict[str, float]]
+    logs: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "SUCCEEDED" and self.summary.get("status", "passed") == "passed"
+
+
+def run_validation(workers: int = 2, rows: int = 100_000, rounds: int = 50,
+                   extra_args: Iterable[str] = (), client=None, jobs_dir: Optional[os.PathLike] = None,
+                   sink: Callable[[str], None] = print, poll_s: float = 2.0,
+                   timeout_s: Optional[float] = None) -> JobResult:
+    """Submit the validation job, follow its logs, and return its parsed summary and progress."""
+    entrypoint = build_entrypoint(workers, rows, rounds, list(extra_args))
+    runtime_env = build_runtime_env(jobs_dir or find_jobs_dir())
+    client = client or make_client()
+    job_id = submit(client, entrypoint, runtime_env, metadata={"submitted-from": "jupyterhub"})
+    sink(f"submitted {job_id}: {entrypoint}")
+    status, logs = follow_logs(client, job_id, sink=sink, poll_s=poll_s, timeout_s=timeout_s)
+    progress = parse_progress(logs)
+    try:
+        summary = parse_summary(logs)
+    except RaySubmitError:
+        if status == "SUCCEEDED":
+            raise
+        raise RaySubmitError(f"job {job_id} ended {status} without a summary; see the logs above") from None
+    return JobResult(job_id=job_id, status=status, summary=summary, progress=progress, logs=logs)

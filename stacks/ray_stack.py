@@ -1,0 +1,177 @@
+"""Ray on the cluster: the KubeRay operator, an autoscaling RayCluster, its storage and the validation runner.
+
+Deploy order in this stack (each edge an explicit CloudFormation dependency):
+KubeRay operator release (CRDs) + checkpoint bucket and Pod Identity association + the
+`jupyterhub` namespace (the token bootstrap copies the Ray token there) -> RayCluster chart
+-> the ray namespace's network policies and the validation runner's RBAC.
+The stack comes after the Karpenter stack: the head and the workers need its node pools.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_eks_v2 as eks
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+import versions
+from cdk_constructs.ray_storage import RayStorage
+from cdk_constructs.validation_runner import ValidationRunner
+from charts import karpenter_nodes as kn
+from charts import raycluster as rc
+from charts.k8s import cdk8s_app
+from charts.network_policies import RayNetworkPoliciesChart
+from stacks.cluster_stack import SYSTEM_NODE_LABEL, SYSTEM_TOLERATION
+
+OPERATOR_NAMESPACE = "kuberay-system"
+NOTEBOOK_NAMESPACE = "jupyterhub"
+
+
+def kuberay_operator_values() -> dict[str, Any]:
+    """Helm values of the kuberay-operator chart (keys exist in its values.yaml; tests check)."""
+    return {
+        "nodeSelector": dict([SYSTEM_NODE_LABEL]),
+        "tolerations": [SYSTEM_TOLERATION],
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+    }
+
+
+class RayStack(cdk.Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cluster: eks.ICluster,
+        cluster_name: str,
+        vpc: ec2.IVpc,
+        kubernetes_version: str,
+        head_pool: kn.NodePoolSettings,
+        worker_pool: kn.NodePoolSettings,
+        gpu_pool: kn.NodePoolSettings | None,
+        head_cpu: int,
+        head_memory_gib: int,
+        max_workers: int,
+        worker_cpu: int,
+        worker_memory_gib: int,
+        gpu_max_workers: int,
+        gpu_worker_cpu: int,
+        gpu_worker_memory_gib: int,
+        gpus_per_worker: int,
+        idle_timeout_seconds: int,
+        checkpoint_retention_days: int,
+        validation_args: Sequence[str],
+        pipeline_account: str | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+
+        self.operator = eks.HelmChart(
+            self,
+            "KubeRayOperator",
+            cluster=cluster,
+            chart="kuberay-operator",
+            repository=versions.KUBERAY_CHART_REPO,
+            version=versions.KUBERAY_CHART_VERSION,
+            release="kuberay-operator",
+            namespace=OPERATOR_NAMESPACE,
+            create_namespace=True,
+            values=kuberay_operator_values(),
+            wait=True,
+        )
+
+        self.storage = RayStorage(
+            self,
+            "Storage",
+            cluster=cluster,
+            namespace=rc.NAMESPACE,
+            service_account=rc.SERVICE_ACCOUNT,
+            expire_after_days=checkpoint_retention_days,
+        )
+
+        # The token bootstrap Job writes a copy of the Ray token into the notebook namespace,
+        # so that namespace must exist before the Ray chart (JupyterHub installs into it later).
+        notebook_namespace = eks.KubernetesManifest(
+            self,
+            "NotebookNamespace",
+            cluster=cluster,
+            manifest=[
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {
+                        "name": NOTEBOOK_NAMESPACE,
+                        "labels": {"pod-security.kubernetes.io/enforce": "baseline"},
+                    },
+                }
+            ],
+        )
+
+        chart = rc.RayClusterChart(
+            cdk8s_app(),
+            "ray",
+            checkpoint_bucket=self.storage.bucket.bucket_name,
+            head_pool=head_pool,
+            worker_pool=worker_pool,
+            gpu_pool=gpu_pool if gpu_max_workers > 0 else None,
+            max_workers=max_workers,
+            worker_cpu=worker_cpu,
+            worker_memory_gib=worker_memory_gib,
+            head_cpu=head_cpu,
+            head_memory_gib=head_memory_gib,
+            idle_timeout_seconds=idle_timeout_seconds,
+            gpu_max_workers=max(gpu_max_workers, 1),
+            gpu_worker_cpu=gpu_worker_cpu,
+            gpu_worker_memory_gib=gpu_worker_memory_gib,
+            gpus_per_worker=gpus_per_worker,
+        )
+        self.ray_cluster = eks.KubernetesManifest(
+            self, "RayCluster", cluster=cluster, manifest=chart.to_json(), prune=True
+        )
+        # RayCluster is a KubeRay CRD; the Ray pods need their AWS credentials (Pod Identity)
+        # at creation; the token bootstrap needs the notebook namespace.
+        self.ray_cluster.node.add_dependency(self.operator)
+        self.ray_cluster.node.add_dependency(self.storage)
+        self.ray_cluster.node.add_dependency(notebook_namespace)
+
+        policies = eks.KubernetesManifest(
+            self,
+            "RayNetworkPolicies",
+            cluster=cluster,
+            manifest=RayNetworkPoliciesChart(cdk8s_app(), "ray-network-policies").to_json(),
+        )
+        # Policies live in the ray namespace, which the Ray chart creates.
+        policies.node.add_dependency(self.ray_cluster)
+
+        runner_key = kms.Key(
+            self,
+            "RunnerKey",
+            description=f"{cluster_name}: validation runner build artifacts and logs",
+            enable_key_rotation=True,
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        self.runner = ValidationRunner(
+            self,
+            "ValidationRunner",
+            cluster=cluster,
+            cluster_name=cluster_name,
+            vpc=vpc,
+            kubectl_version=versions.KUBECTL_VERSIONS[kubernetes_version],
+            ray_version=versions.RAY_VERSION,
+            namespace=rc.NAMESPACE,
+            head_service=rc.HEAD_SERVICE,
+            dashboard_port=rc.DASHBOARD_PORT,
+            token_secret=rc.TOKEN_SECRET,
+            token_key=rc.TOKEN_KEY,
+            job_args=validation_args,
+            invoker_account=pipeline_account,
+            encryption_key=runner_key,
+        )
+        # Its Role is namespaced in ray.
+        self.runner.rbac.node.add_dependency(self.ray_cluster)
+
+        cdk.CfnOutput(self, "CheckpointBucket", value=self.storage.bucket.bucket_name)
+        cdk.CfnOutput(self, "RayJobsApi", value=rc.DASHBOARD_URL)

@@ -1,0 +1,374 @@
+"""z2jh 4.4.0 values: strict schema validation, authentication, exposure, placement, Ray wiring."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jsonschema
+import pytest
+import yaml
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+import aws_cdk as cdk  # noqa: E402
+
+import versions  # noqa: E402
+from charts import jupyterhub_values as jh  # noqa: E402
+from charts.karpenter_nodes import (  # noqa: E402
+    DEFAULT_GPU_POOL,
+    DEFAULT_ON_DEMAND_POOL,
+    DEFAULT_SPOT_POOL,
+    POOL_LABEL_KEY,
+    pool_placement,
+)
+from tests.platform_synth import ROOT  # noqa: E402
+
+SCHEMA_DIR = ROOT / "schemas" / "zero-to-jupyterhub"
+IMAGE = jh.notebook_image("111122223333.dkr.ecr.eu-west-1.amazonaws.com/dynamic-factory-notebook")
+CERT = "arn:aws:acm:eu-west-1:111122223333:certificate/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+
+
+def _without_required(node):
+    """Drop ``required``: the chart validates user values merged over its defaults, which supply them."""
+    if isinstance(node, dict):
+        return {k: _without_required(v) for k, v in node.items() if k != "required"}
+    if isinstance(node, list):
+        return [_without_required(v) for v in node]
+    return node
+
+
+@pytest.fixture(scope="module")
+def validator():
+    schema = yaml.safe_load((SCHEMA_DIR / "values.schema.yaml").read_text())
+    assert schema.get("additionalProperties") is False, "the upstream z2jh schema is strict at the root"
+    schema = _without_required(schema)
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
+def _errors(validator, values):
+    # Round-trip through JSON: what Helm receives (tuples become lists, keys strings).
+    values = json.loads(json.dumps(values))
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(values)]
+
+
+def native(**overrides) -> jh.JupyterHubValues:
+    kwargs = dict(notebook_image=IMAGE, core_pool=DEFAULT_ON_DEMAND_POOL, user_pool=DEFAULT_ON_DEMAND_POOL,
+                  auth=jh.NativeAuth(admin_user="admin"))
+    kwargs.update(overrides)
+    return jh.JupyterHubValues(**kwargs)
+
+
+def cognito_auth(**overrides) -> jh.CognitoAuth:
+    kwargs = dict(user_pool_domain_prefix="dynamic-factory-login", region="eu-west-1",
+                  client_id="3n4b5urk1ft4fl3mg5e62d9ado", admin_users=("admin@example.com",))
+    kwargs.update(overrides)
+    return jh.CognitoAuth(**kwargs)
+
+
+def cognito(**overrides) -> jh.JupyterHubValues:
+    kwargs = dict(auth=cognito_auth(),
+                  https=jh.HttpsEndpoint(domain="notebooks.example.com", certificate_arn=CERT),
+                  gpu=jh.GpuProfile(pool=DEFAULT_GPU_POOL))
+    kwargs.update(overrides)
+    return native(**kwargs)
+
+
+CONFIGS = {
+    "native-default": lambda: native(),
+    "native-spot-users-allowlist": lambda: native(user_pool=DEFAULT_SPOT_POOL,
+                                                  auth=jh.NativeAuth(admin_user="admin", allowed_users=("ana", "bo"))),
+    "native-https-gpu": lambda: native(https=jh.HttpsEndpoint(domain="hub.example.org", certificate_arn=CERT,
+                                                              internal=True, source_ranges=("203.0.113.0/24",)),
+                                       gpu=jh.GpuProfile(pool=DEFAULT_GPU_POOL, gpus=2), cull_max_age_seconds=86400),
+    "cognito": lambda: cognito(),
+}
+
+
+# -- schema ---------------------------------------------------------------------------------------------
+
+
+def test_vendored_schema_files_are_the_upstream_ones():
+    import hashlib
+
+    expected = {
+        "values.schema.yaml": "1d9d48ee343efda1140edfc3de4d8ec4113ae9173bf9e44b83f19c2ca335a0dc",
+        "Chart.yaml": "bddf1d180c29ef606a86ae0af93c2fc5369be3b570f97237ffc16b9530557243",
+    }
+    for name, digest in expected.items():
+        assert hashlib.sha256((SCHEMA_DIR / name).read_bytes()).hexdigest() == digest, name
+    provenance = (ROOT / "schemas" / "PROVENANCE.md").read_text()
+    assert "## zero-to-jupyterhub/" in provenance and expected["values.schema.yaml"] in provenance
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_values_match_the_strict_upstream_schema(validator, name):
+    assert _errors(validator, CONFIGS[name]().to_values()) == []
+
+
+def test_strict_schema_rejects_an_unknown_key(validator):
+    values = native().to_values()
+    values["singleuser"]["cloudMetadata"]["blockWithIPTables"] = True  # wrong case
+    assert any("blockWithIPTables" in e for e in _errors(validator, values))
+    values = native().to_values()
+    values["proxy"]["service"]["tipe"] = "ClusterIP"
+    assert _errors(validator, values)
+
+
+def test_schema_rejects_a_wrong_type(validator):
+    values = native().to_values()
+    values["cull"]["timeout"] = "3600"
+    assert _errors(validator, values)
+
+
+def test_values_with_cdk_tokens_resolve_into_strings(validator):
+    stack = cdk.Stack(cdk.App())
+    prefix = cdk.Token.as_string(cdk.Fn.ref("UserPoolDomain"))
+    region = cdk.Aws.REGION
+    cert = cdk.Token.as_string(cdk.Fn.ref("Certificate"))
+    values = cognito(auth=cognito_auth(user_pool_domain_prefix=prefix, region=region,
+                                       client_id=cdk.Token.as_string(cdk.Fn.ref("Client"))),
+                     https=jh.HttpsEndpoint(domain="notebooks.example.com", certificate_arn=cert)).to_values()
+    resolved = stack.resolve(values)
+    oauth = resolved["hub"]["config"]["GenericOAuthenticator"]
+    assert "Fn::Join" in oauth["authorize_url"]
+    assert {"Ref": "Certificate"} == resolved["proxy"]["service"]["annotations"][
+        "service.beta.kubernetes.io/aws-load-balancer-ssl-cert"]
+    # With placeholders for the tokens, still schema-valid.
+    placeholder = json.loads(json.dumps(resolved, default=str).replace('{"Ref": "Certificate"}', '"arn"'))
+    oauth = placeholder["hub"]["config"]["GenericOAuthenticator"]
+    for key in ("authorize_url", "token_url", "userdata_url", "client_id"):
+        oauth[key] = "https://placeholder"
+    assert _errors(validator, placeholder) == []
+
+
+# -- authentication -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_authenticator_is_never_dummy_and_has_an_allow_rule(name):
+    config = CONFIGS[name]().to_values()["hub"]["config"]
+    authenticator_class = config["JupyterHub"]["authenticator_class"]
+    assert "dummy" not in authenticator_class.lower()
+    assert authenticator_class in ("nativeauthenticator.NativeAuthenticator", "generic-oauth")
+    auth_sections = [v for k, v in config.items() if k.endswith("Authenticator")]
+    assert any(s.get("allow_all") is True or s.get("allowed_users") for s in auth_sections), config
+    assert any(s.get("admin_users") for s in auth_sections)
+    assert "DummyAuthenticator" not in json.dumps(config)
+
+
+def test_native_auth_requires_admin_approval():
+    config = native().to_values()["hub"]["config"]
+    assert config["NativeAuthenticator"]["open_signup"] is False
+    assert config["Authenticator"] == {"admin_users": ["admin"], "allow_all": True}
+    allow = native(auth=jh.NativeAuth(admin_user="root-admin", allowed_users=("ana",))).to_values()
+    assert allow["hub"]["config"]["Authenticator"]["allowed_users"] == ["ana", "root-admin"]
+    assert "allow_all" not in allow["hub"]["config"]["Authenticator"]
+    assert "nativeauthenticator" in native().to_values()["hub"]["extraConfig"]["nativeauthenticator-templates"]
+
+
+def test_cognito_urls_and_callback_are_consistent():
+    values = cognito().to_values()
+    oauth = values["hub"]["config"]["GenericOAuthenticator"]
+    base = "https://dynamic-factory-login.auth.eu-west-1.amazoncognito.com/oauth2"
+    assert oauth["authorize_url"] == f"{base}/authorize"
+    assert oauth["token_url"] == f"{base}/token"
+    assert oauth["userdata_url"] == f"{base}/userInfo"
+    assert oauth["oauth_callback_url"] == "https://notebooks.example.com/hub/oauth_callback"
+    assert oauth["scope"] == ["openid", "email", "profile"]
+    assert oauth["client_id"] == "3n4b5urk1ft4fl3mg5e62d9ado"
+    assert oauth["allow_all"] is True and oauth["admin_users"] == ["admin@example.com"]
+    # The callback host is the host users open (and the one the certificate is for).
+    assert values["proxy"]["https"]["hosts"] == ["notebooks.example.com"]
+
+
+def test_cognito_client_secret_comes_from_a_kubernetes_secret():
+    values = cognito().to_values()
+    oauth = values["hub"]["config"]["GenericOAuthenticator"]
+    assert "client_secret" not in oauth
+    env = values["hub"]["extraEnv"]["OAUTH_CLIENT_SECRET"]
+    assert env == {"name": "OAUTH_CLIENT_SECRET",
+                   "valueFrom": {"secretKeyRef": {"name": "cognito-oauth-client", "key": "client-secret"}}}
+    assert "secret" not in json.dumps(values["hub"]["config"]).lower()
+
+
+# -- exposure -------------------------------------------------------------------------------------------
+
+
+def test_default_is_cluster_ip_without_https():
+    proxy = native().to_values()["proxy"]
+    assert proxy["service"] == {"type": "ClusterIP"}
+    assert "https" not in proxy
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_load_balancer_only_with_a_domain_and_then_tls_only(name):
+    builder = CONFIGS[name]()
+    service = builder.to_values()["proxy"]["service"]
+    if builder.https is None:
+        assert service["type"] != "LoadBalancer"
+        return
+    proxy = builder.to_values()["proxy"]
+    assert service["type"] == "LoadBalancer"
+    assert proxy["https"]["enabled"] is True and proxy["https"]["type"] == "offload"
+    annotations = service["annotations"]
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-ssl-cert"] == CERT
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-ssl-ports"] == "https"
+    assert annotations["service.beta.kubernetes.io/aws-load-balancer-type"] == "nlb"
+    assert service["disableHttpPort"] is True  # no plain-HTTP listener
+
+
+def test_internal_load_balancer_and_source_ranges():
+    service = CONFIGS["native-https-gpu"]().to_values()["proxy"]["service"]
+    assert service["annotations"]["service.beta.kubernetes.io/aws-load-balancer-internal"] == "true"
+    assert service["loadBalancerSourceRanges"] == ["203.0.113.0/24"]
+
+
+# -- placement, security, storage, culling --------------------------------------------------------------
+
+
+def test_hub_proxy_and_user_scheduler_on_the_core_pool_users_on_the_user_pool():
+    values = native(user_pool=DEFAULT_SPOT_POOL).to_values()
+    core = pool_placement(DEFAULT_ON_DEMAND_POOL)
+    for section in (values["hub"], values["proxy"]["chp"], values["scheduling"]["userScheduler"]):
+        assert section["nodeSelector"] == {POOL_LABEL_KEY: "on-demand"}
+        assert section["tolerations"] == core["tolerations"]
+    assert values["singleuser"]["nodeSelector"] == {POOL_LABEL_KEY: "spot"}
+    assert values["singleuser"]["extraTolerations"] == []
+    default_users = native().to_values()["singleuser"]
+    assert default_users["nodeSelector"] == {POOL_LABEL_KEY: "on-demand"}
+    assert default_users["extraTolerations"] == core["tolerations"] != []
+
+
+def test_single_user_servers_are_not_root():
+    singleuser = native().to_values()["singleuser"]
+    assert singleuser["uid"] == 1000 != 0
+    assert singleuser["fsGid"] == 100
+    assert singleuser["allowPrivilegeEscalation"] is False
+    csc = native().to_values()["hub"]["config"]["KubeSpawner"]["container_security_context"]
+    assert csc["runAsNonRoot"] is True and csc["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_persistent_home_on_gp3_and_cloud_metadata_blocked():
+    singleuser = native(home_capacity="20Gi").to_values()["singleuser"]
+    assert singleuser["storage"]["type"] == "dynamic"
+    assert singleuser["storage"]["capacity"] == "20Gi"
+    assert singleuser["storage"]["dynamic"]["storageClass"] == "gp3"
+    assert singleuser["cloudMetadata"] == {"blockWithIptables": True, "ip": "169.254.169.254"}
+    assert singleuser["networkPolicy"]["egressAllowRules"]["cloudMetadataServer"] is False
+
+
+def test_culling_is_on_with_the_configured_timeout():
+    cull = native(cull_timeout_seconds=1800, cull_every_seconds=120).to_values()["cull"]
+    assert cull["enabled"] is True and cull["timeout"] == 1800 and cull["every"] == 120
+
+
+def test_network_policies_on_and_ray_head_reachable_by_selector_not_ip():
+    values = native().to_values()
+    assert values["hub"]["networkPolicy"]["enabled"] is True
+    assert values["proxy"]["chp"]["networkPolicy"]["enabled"] is True
+    policy = values["singleuser"]["networkPolicy"]
+    assert policy["enabled"] is True
+    rules = policy["egressAllowRules"]
+    assert rules["privateIPs"] is False and rules["nonPrivateIPs"] is True
+    assert rules["dnsPortsKubeSystemNamespace"] is True
+    (rule,) = policy["egress"]
+    (peer,) = rule["to"]
+    assert "ipBlock" not in peer
+    assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "ray"}}
+    assert peer["podSelector"] == {"matchLabels": {"ray.io/cluster": "ray", "ray.io/node-type": "head"}}
+    assert sorted(p["port"] for p in rule["ports"]) == [8265, 10001]
+    assert "ipBlock" not in json.dumps(values)
+
+
+def test_hub_can_reach_the_kubernetes_api_under_cilium():
+    # Cilium: the API server has the kube-apiserver identity, not matched by z2jh's privateIPs ipBlock.
+    hub_policy = native().to_values()["hub"]["networkPolicy"]
+    assert {"ports": [{"protocol": "TCP", "port": 443}]} in hub_policy["egress"]
+    assert all("to" not in rule for rule in hub_policy["egress"])
+
+
+# -- Ray wiring -----------------------------------------------------------------------------------------
+
+
+def test_ray_address_and_token_are_injected_from_the_secret():
+    env = native().to_values()["singleuser"]["extraEnv"]
+    assert env["RAY_ADDRESS"] == "http://ray-head-svc.ray.svc.cluster.local:8265"
+    assert env["RAY_AUTH_MODE"] == "token"
+    assert env["RAY_AUTH_TOKEN"] == {
+        "name": "RAY_AUTH_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "ray-auth-token", "key": "token"}},
+    }
+    assert "value" not in env["RAY_AUTH_TOKEN"]
+
+
+def test_notebook_image_carries_the_cluster_ray_and_python():
+    assert IMAGE.tag == f"ray-{versions.RAY_VERSION}-py{versions.RAY_PYTHON_VERSION}"
+    values = native().to_values()["singleuser"]["image"]
+    assert values == {"name": IMAGE.name, "tag": IMAGE.tag}
+    dockerfile = jh.notebook_dockerfile()
+    assert f'"ray[default]=={versions.RAY_VERSION}"' in dockerfile
+    assert f"FROM quay.io/jupyter/minimal-notebook:python-{versions.RAY_PYTHON_VERSION}\n" in dockerfile
+
+
+# -- profiles -------------------------------------------------------------------------------------------
+
+
+def test_profile_list_has_gpu_only_when_enabled():
+    slugs = [p["slug"] for p in native().to_values()["singleuser"]["profileList"]]
+    assert slugs == ["cpu-small", "cpu-large"]
+    profiles = native(gpu=jh.GpuProfile(pool=DEFAULT_GPU_POOL)).to_values()["singleuser"]["profileList"]
+    assert [p["slug"] for p in profiles] == ["cpu-small", "cpu-large", "gpu"]
+    assert sum(bool(p.get("default")) for p in profiles) == 1
+    gpu = profiles[-1]["kubespawner_override"]
+    assert gpu["extra_resource_limits"] == {"nvidia.com/gpu": "1"}
+    assert {"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in gpu["tolerations"]
+    assert gpu["node_selector"] == {POOL_LABEL_KEY: "gpu"}
+
+
+# -- bad arguments --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: native(core_pool=DEFAULT_SPOT_POOL), "can launch Spot nodes"),
+        (lambda: native(user_pool=DEFAULT_GPU_POOL), "is a GPU pool"),
+        (lambda: native(auth=cognito_auth()), "needs the https endpoint"),
+        (lambda: native(auth="dummy"), "no dummy authenticator"),
+        (lambda: native(cull_timeout_seconds=10), "cull_timeout_seconds"),
+        (lambda: native(home_capacity="10GB"), "home_capacity"),
+        (lambda: native(server_sizes=()), "at least one CPU profile"),
+        (lambda: native(extra_env={"RAY_AUTH_TOKEN": "x"}), "set by the builder"),
+        (lambda: native(extra_env={"MY_API_TOKEN": "x"}), "looks like a secret"),
+        (lambda: native(notebook_image="jupyter/base"), "NotebookImage"),
+        (lambda: jh.NativeAuth(admin_user="has space"), "admin_user"),
+        (lambda: jh.NativeAuth(admin_user="a", minimum_password_length=4), "minimum_password_length"),
+        (lambda: cognito_auth(user_pool_domain_prefix="https://x.auth.eu-west-1.amazoncognito.com"), "prefix"),
+        (lambda: cognito_auth(region="Europe"), "region"),
+        (lambda: cognito_auth(admin_users=()), "at least one admin"),
+        (lambda: cognito_auth(client_secret_secret_name="Bad_Name"), "client_secret_secret_name"),
+        (lambda: jh.HttpsEndpoint(domain="https://hub.example.com", certificate_arn=CERT), "domain"),
+        (lambda: jh.HttpsEndpoint(domain="hub.example.com", certificate_arn="arn:aws:iam::1:cert/x"), "ACM"),
+        (lambda: jh.HttpsEndpoint(domain="hub.example.com", certificate_arn=CERT, source_ranges=("10.0.0.0/33",)),
+         "CIDR"),
+        (lambda: jh.GpuProfile(pool=DEFAULT_ON_DEMAND_POOL), "no gpu_limit"),
+        (lambda: jh.GpuProfile(pool=DEFAULT_GPU_POOL, gpus=99), "exceed"),
+        (lambda: jh.ServerSize(slug="x", display_name="x", cpu_guarantee=4, cpu_limit=2,
+                               mem_guarantee="1G", mem_limit="2G"), "guarantee"),
+        (lambda: jh.ServerSize(slug="x", display_name="x", cpu_guarantee=1, cpu_limit=2,
+                               mem_guarantee="8G", mem_limit="2G"), "exceeds limit"),
+        (lambda: jh.NotebookImage(name="repo:tag", tag="x"), "without a tag"),
+    ],
+)
+def test_bad_arguments_raise(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_two_default_profiles_are_refused():
+    sizes = tuple(dataclasses.replace(s, default=True) for s in jh.DEFAULT_SERVER_SIZES)
+    with pytest.raises(ValueError, match="exactly one profile must be the default"):
+        native(server_sizes=sizes)
