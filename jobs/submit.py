@@ -39,8 +39,22 @@ def job_requirements(path: Path = JOBS_DIR / "requirements.txt") -> list[str]:
     return reqs
 
 
-def runtime_env(extra_env: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
-    env: dict[str, Any] = {"py_modules": [str(JOBS_DIR)], "pip": job_requirements()}
+def pinned_ray_version(path: Path = JOBS_DIR / "requirements.txt") -> str:
+    """The Ray version the job is pinned to (and so the cluster and the notebook image)."""
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.lower().startswith("ray") and "==" in line:
+            return line.split("==", 1)[1]
+    raise ValueError(f"{path.name} pins no Ray version")
+
+
+def runtime_env(extra_env: Optional[Mapping[str, str]] = None, *, jobs_dir: Path = JOBS_DIR) -> dict[str, Any]:
+    """Ship the ``jobs`` package and install its pinned dependencies on top of the Ray image."""
+    env: dict[str, Any] = {
+        "py_modules": [str(Path(jobs_dir).resolve())],
+        # pip_check off: the image's own packages are not ours to police.
+        "pip": {"packages": job_requirements(Path(jobs_dir) / "requirements.txt"), "pip_check": False},
+    }
     if extra_env:
         env["env_vars"] = dict(extra_env)
     return env

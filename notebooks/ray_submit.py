@@ -27,16 +27,28 @@ import json
 import math
 import os
 import re
-import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
-# Must equal versions.XGBOOST_VERSION / versions.RAY_VERSION (a unit test checks): the notebook runs
-# without the repository root on sys.path, so it cannot import `versions`.
-XGBOOST_VERSION = "3.2.0"
-RAY_VERSION = "2.60.0"
+
+def _import_job_submit():
+    """``jobs.submit``: importable in the notebook image (PYTHONPATH) or found beside this file in a clone."""
+    try:
+        from jobs import submit
+    except ImportError:
+        root = Path(__file__).resolve().parent.parent
+        if (root / "jobs" / "submit.py").is_file():
+            sys.path.insert(0, str(root))
+        from jobs import submit
+    return submit
+
+
+_job_submit = _import_job_submit()
+
+# The pins live once, in jobs/requirements.txt (checked against versions.py by the tests).
+RAY_VERSION = _job_submit.pinned_ray_version()
 
 JOB_MODULE = "jobs.xgboost_validation"
 ADDRESS_ENV = "RAY_ADDRESS"
@@ -84,7 +96,7 @@ def auth_headers(env: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     env = os.environ if env is None else env
     token = (env.get(TOKEN_ENV) or "").strip()
     if token:
-        return {"Authorization": f"Bearer {token}"}
+        return _job_submit.auth_headers(token)
     if (env.get(AUTH_MODE_ENV) or "").strip().lower() == "token":
         raise RaySubmitError(f"{AUTH_MODE_ENV}=token but {TOKEN_ENV} is empty: the Secret ray-auth-token "
                              "is missing in the jupyterhub namespace, or the server predates it (restart it)")
@@ -117,8 +129,11 @@ def check_local_ray_version(expected: str = RAY_VERSION) -> Optional[str]:
 
 
 def find_jobs_dir(start: Optional[os.PathLike] = None) -> Path:
-    """The repository's ``jobs/`` package: searched in ``start`` (default: cwd) and its parents."""
+    """The ``jobs/`` package: in ``start`` (default: cwd) or its parents, else the importable one
+    (the notebook image ships it under /opt/dynamic-factory)."""
     here = Path(start or Path.cwd()).resolve()
+    if start is None:
+        return Path(_job_submit.JOBS_DIR)
     for directory in (here, *here.parents):
         candidate = directory / "jobs"
         if (candidate / "xgboost_validation.py").is_file() and (candidate / "__init__.py").is_file():
@@ -134,30 +149,24 @@ def build_entrypoint(workers: int, rows: int, rounds: int, extra_args: Sequence[
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if isinstance(extra_args, str):
         raise ValueError("extra_args must be a sequence of arguments, not one string")
-    argv = ["python", "-m", JOB_MODULE, "--workers", str(workers), "--rows", str(rows),
-            "--rounds", str(rounds), *map(str, extra_args)]
-    return shlex.join(argv)
+    return _job_submit.entrypoint(
+        ["--workers", str(workers), "--rows", str(rows), "--rounds", str(rounds), *map(str, extra_args)]
+    )
 
 
-def build_runtime_env(jobs_dir: os.PathLike, xgboost_version: str = XGBOOST_VERSION,
-                      env_vars: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
-    """Upload ``jobs/`` as a module (importable by the entrypoint and the workers), pin XGBoost."""
+def build_runtime_env(jobs_dir: os.PathLike, env_vars: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+    """Upload ``jobs/`` as a module (importable by the entrypoint and the workers) with its pinned deps."""
     jobs_dir = Path(jobs_dir)
     if not (jobs_dir / "__init__.py").is_file() or not (jobs_dir / "xgboost_validation.py").is_file():
         raise RaySubmitError(f"{jobs_dir} is not the jobs package (needs __init__.py and xgboost_validation.py)")
     if jobs_dir.name != "jobs":
         raise RaySubmitError(f"{jobs_dir}: the package directory must be named 'jobs' (the entrypoint "
                              f"runs python -m {JOB_MODULE})")
-    runtime_env: Dict[str, Any] = {
-        "py_modules": [str(jobs_dir.resolve())],
-        "pip": {"packages": [f"xgboost=={xgboost_version}"], "pip_check": False},
-    }
     if env_vars:
         bad = [k for k, v in env_vars.items() if not isinstance(k, str) or not isinstance(v, str)]
         if bad:
             raise ValueError(f"env_vars must map strings to strings: {bad}")
-        runtime_env["env_vars"] = dict(env_vars)
-    return runtime_env
+    return _job_submit.runtime_env(env_vars, jobs_dir=jobs_dir)
 
 
 def submit(client, entrypoint: str, runtime_env: Mapping[str, Any],

@@ -40,9 +40,11 @@ class FakeJobsApi:
 def test_runtime_env_ships_the_jobs_package_and_its_pins():
     env = submit.runtime_env()
     assert env["py_modules"] == [str(submit.JOBS_DIR)]
-    assert f"xgboost=={versions.XGBOOST_VERSION}" in env["pip"]
-    assert not any(r.lower().startswith("ray") for r in env["pip"])  # Ray comes with the image
-    assert all("==" in r for r in env["pip"])
+    packages = env["pip"]["packages"]
+    assert f"xgboost=={versions.XGBOOST_VERSION}" in packages
+    assert not any(r.lower().startswith("ray") for r in packages)  # Ray comes with the image
+    assert all("==" in r for r in packages)
+    assert submit.pinned_ray_version() == versions.RAY_VERSION
 
 
 def test_job_requirements_pin_the_same_ray_and_xgboost_as_versions():

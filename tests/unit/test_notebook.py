@@ -73,7 +73,6 @@ def test_magic_stripping_keeps_code_compilable():
 
 
 def test_versions_agree_with_the_platform(rs):
-    assert rs.XGBOOST_VERSION == versions.XGBOOST_VERSION
     assert rs.RAY_VERSION == versions.RAY_VERSION
 
 
@@ -135,7 +134,7 @@ def test_entrypoint_is_accepted_by_the_job_cli(rs):
 def test_runtime_env_uploads_jobs_and_pins_xgboost(rs):
     env = rs.build_runtime_env(JOBS_DIR, env_vars={"PYTHONUNBUFFERED": "1"})
     assert env["py_modules"] == [str(JOBS_DIR.resolve())]
-    assert env["pip"]["packages"] == [f"xgboost=={versions.XGBOOST_VERSION}"]
+    assert f"xgboost=={versions.XGBOOST_VERSION}" in env["pip"]["packages"]
     assert env["env_vars"] == {"PYTHONUNBUFFERED": "1"}
     assert "working_dir" not in env  # only the jobs package is uploaded, not the whole repository
     json.dumps(env)  # Ray sends it as JSON
@@ -245,7 +244,7 @@ def test_run_validation_end_to_end_with_a_fake_client(rs):
     assert [p["round"] for p in result.progress] == [10, 20]
     (call,) = client.submitted
     assert call["entrypoint"].startswith("python -m jobs.xgboost_validation --workers 2 --rows 1000 --rounds 20")
-    assert call["runtime_env"]["pip"]["packages"] == ["xgboost==3.2.0"]
+    assert f"xgboost=={versions.XGBOOST_VERSION}" in call["runtime_env"]["pip"]["packages"]
     assert "entrypoint_num_cpus" not in call  # the head advertises no CPUs
     assert "".join(printed[1:]).replace("\n", "") == LOGS.replace("\n", "")  # every log byte printed once
 
@@ -317,5 +316,5 @@ def test_helper_matches_the_installed_ray_api(rs):
     submit = inspect.signature(job_submission.JobSubmissionClient.submit_job).parameters
     assert {"entrypoint", "runtime_env", "metadata", "submission_id"} <= set(submit)
     env = runtime_env_mod.RuntimeEnv(**rs.build_runtime_env(JOBS_DIR))
-    assert env["pip"]["packages"] == [f"xgboost=={versions.XGBOOST_VERSION}"]
+    assert f"xgboost=={versions.XGBOOST_VERSION}" in env["pip"]["packages"]
     assert {s.name for s in job_submission.JobStatus} >= rs.TERMINAL_STATUSES
