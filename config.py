@@ -312,6 +312,77 @@ class RayConfig(_Model):
         return self
 
 
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,63}$")
+_ACM_ARN = re.compile(r"^arn:aws(-cn|-us-gov)?:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}$")
+_COGNITO_PREFIX = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class JupyterHubConfig(_Model):
+    """The JupyterHub front door. Without a domain: NativeAuthenticator, reachable by port-forward only.
+    With domain + certificate_arn + cognito_domain_prefix: Amazon Cognito login over HTTPS."""
+
+    admin_user: str = "admin"
+    user_pool: Literal["on-demand", "spot"] = "on-demand"
+    home_capacity_gib: int = Field(10, ge=1, le=1000)
+    cull_timeout_seconds: int = Field(3600, ge=300, le=7 * 86_400)
+    notebook_image: str = ""
+    domain: str = ""
+    certificate_arn: str = ""
+    cognito_domain_prefix: str = ""
+    internal_load_balancer: bool = False
+    allowed_cidrs: tuple[str, ...] = ()
+
+    @field_validator("admin_user")
+    @classmethod
+    def _admin(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$", value):
+            raise ValueError("must be a user name of letters, digits and . _ @ - (at most 64)")
+        return value
+
+    @field_validator("notebook_image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if not value:
+            return value
+        expected = f"ray-{versions.RAY_VERSION}-py{versions.RAY_PYTHON_VERSION}"
+        if not re.match(r"^[a-z0-9][a-z0-9._/:-]*:[A-Za-z0-9_.-]+$", value) or not value.endswith(":" + expected):
+            raise ValueError(
+                f"must be a pinned image whose tag says it carries the cluster's Ray and Python, i.e. '<repo>:{expected}' "
+                "(leave empty to build images/notebook at deploy time)"
+            )
+        return value
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, cidrs: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in cidrs:
+            _check_ipv4_cidr(cidr)
+        return cidrs
+
+    @model_validator(mode="after")
+    def _https_mode(self) -> "JupyterHubConfig":
+        fields = {"domain": self.domain, "certificate_arn": self.certificate_arn,
+                  "cognito_domain_prefix": self.cognito_domain_prefix}
+        given = {k for k, v in fields.items() if v}
+        if given and given != set(fields):
+            missing = ", ".join(sorted(set(fields) - given))
+            raise ValueError(f"HTTPS with Cognito login needs domain, certificate_arn and cognito_domain_prefix together; missing: {missing}")
+        problems = []
+        if self.domain and not _DOMAIN.match(self.domain):
+            problems.append(f"domain {self.domain!r} is not a DNS name such as hub.example.com")
+        if self.certificate_arn and not _ACM_ARN.match(self.certificate_arn):
+            problems.append(f"certificate_arn {self.certificate_arn!r} is not an ACM certificate ARN")
+        if self.cognito_domain_prefix and (not _COGNITO_PREFIX.match(self.cognito_domain_prefix)
+                                           or "cognito" in self.cognito_domain_prefix or "aws" in self.cognito_domain_prefix):
+            problems.append(f"cognito_domain_prefix {self.cognito_domain_prefix!r} must be lowercase letters, digits and "
+                            "hyphens and may not contain 'aws' or 'cognito'")
+        if (self.internal_load_balancer or self.allowed_cidrs) and not self.domain:
+            problems.append("internal_load_balancer and allowed_cidrs only apply when a domain exposes the hub")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 _ACCOUNT = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 _CONNECTION_ARN = re.compile(
@@ -399,6 +470,7 @@ class PlatformConfig(_Model):
     network: NetworkConfig = NetworkConfig()
     karpenter: KarpenterConfig = KarpenterConfig()
     ray: RayConfig = RayConfig()
+    jupyterhub: JupyterHubConfig = JupyterHubConfig()
     pipeline: PipelineConfig = PipelineConfig()
     tags: dict[str, str] = Field(default_factory=lambda: {"project": "dynamic-factory"})
 

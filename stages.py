@@ -8,6 +8,7 @@ from constructs import Construct
 from compliance import nag
 from config import PlatformConfig
 from stacks.cluster_stack import ClusterStack
+from stacks.jupyterhub_stack import JupyterHubStack
 from stacks.karpenter_stack import KarpenterStack
 from stacks.network_stack import NetworkStack
 from stacks.ray_stack import RayStack
@@ -114,6 +115,30 @@ class PlatformStage(cdk.Stage):
         # The head and the workers are scheduled onto Karpenter's node pools.
         self.ray.add_stack_dependency(self.karpenter)
 
+        hub = config.jupyterhub
+        self.jupyterhub = JupyterHubStack(
+            self,
+            "JupyterHub",
+            stack_name=f"{name}-jupyterhub",
+            description=f"Dynamic Factory {name}: JupyterHub wired to Ray",
+            cluster=self.cluster.cluster,
+            cluster_name=name,
+            core_pool=pools["on-demand"],
+            user_pool=pools[hub.user_pool],
+            gpu_pool=pools.get("gpu"),
+            admin_user=hub.admin_user,
+            home_capacity_gib=hub.home_capacity_gib,
+            cull_timeout_seconds=hub.cull_timeout_seconds,
+            notebook_image=hub.notebook_image,
+            domain=hub.domain,
+            certificate_arn=hub.certificate_arn,
+            cognito_domain_prefix=hub.cognito_domain_prefix,
+            internal_load_balancer=hub.internal_load_balancer,
+            allowed_cidrs=hub.allowed_cidrs,
+        )
+        # Notebooks need the Ray head, its token copy and the jupyterhub namespace.
+        self.jupyterhub.add_stack_dependency(self.ray)
+
         for key, value in config.tags.items():
             cdk.Tags.of(self).add(key, value)
         cdk.Tags.of(self).add("dynamic-factory/cluster", name)
@@ -123,4 +148,4 @@ class PlatformStage(cdk.Stage):
 
     @property
     def stacks(self) -> list[cdk.Stack]:
-        return [self.network, self.cluster, self.karpenter, self.ray]
+        return [self.network, self.cluster, self.karpenter, self.ray, self.jupyterhub]

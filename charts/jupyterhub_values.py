@@ -73,6 +73,7 @@ Choices (and why):
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -580,6 +581,8 @@ class JupyterHubValues:
     ray_token_secret: str = RAY_AUTH_SECRET_NAME
     ray_token_key: str = RAY_AUTH_SECRET_KEY
     extra_env: dict[str, str] = field(default_factory=dict, hash=False)
+    # Copied into each new home directory at server start (never over a user's own copy).
+    example_notebook: str | None = "/opt/dynamic-factory/notebooks/xgboost_on_ray.ipynb"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "server_sizes", tuple(self.server_sizes))
@@ -749,6 +752,11 @@ class JupyterHubValues:
                 "dynamic": {"storageClass": self.storage_class},
             },
             "cloudMetadata": {"blockWithIptables": True, "ip": CLOUD_METADATA_IP},
+            **(
+                {"lifecycleHooks": {"postStart": {"exec": {"command": [
+                    "sh", "-c", f"cp -n {shlex.quote(self.example_notebook)} \"$HOME/\" 2>/dev/null || true"]}}}}
+                if self.example_notebook else {}
+            ),
             "networkPolicy": {
                 "enabled": True,
                 "egressAllowRules": {

@@ -8,7 +8,7 @@ import pytest
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
-from tests.platform_synth import SynthesizedPlatform, synth_platform  # noqa: E402
+from tests.platform_synth import SynthesizedPipeline, SynthesizedPlatform, synth_pipeline, synth_platform  # noqa: E402
 
 # A second configuration that exercises the non-default branches.
 VARIANT_OVERRIDES = {
@@ -23,6 +23,11 @@ VARIANT_OVERRIDES = {
     "platform.network.nat_gateways": 3,
     "platform.karpenter.gpu.enabled": True,
     "platform.karpenter.spot.cpu_limit": 512,
+    "platform.ray.gpu_workers.max_workers": 2,
+    "platform.jupyterhub.domain": "hub.example.com",
+    "platform.jupyterhub.certificate_arn": "arn:aws:acm:eu-west-1:111122223333:certificate/0f2c9f6e-1b2a-4c3d-9e8f-0123456789ab",
+    "platform.jupyterhub.cognito_domain_prefix": "ml-prod-hub",
+    "platform.jupyterhub.allowed_cidrs": ["203.0.113.0/24"],
 }
 
 
@@ -34,10 +39,16 @@ def platform(tmp_path_factory) -> SynthesizedPlatform:
 
 @pytest.fixture(scope="session")
 def variant(tmp_path_factory) -> SynthesizedPlatform:
-    """Public endpoint with CIDRs, three AZs and NAT gateways, admins, Kubernetes 1.36, GPU pool."""
+    """Public endpoint, three AZs and NAT gateways, admins, Kubernetes 1.36, GPU pool and workers, Cognito login."""
     return synth_platform(tmp_path_factory.mktemp("cdk-variant"), VARIANT_OVERRIDES)
 
 
 @pytest.fixture(scope="session", params=["default", "variant"])
 def any_platform(request) -> SynthesizedPlatform:
     return request.getfixturevalue("platform" if request.param == "default" else "variant")
+
+
+@pytest.fixture(scope="session")
+def pipeline_platform(tmp_path_factory) -> SynthesizedPipeline:
+    """The app with the delivery pipeline enabled (two environments, approval before prod)."""
+    return synth_pipeline(tmp_path_factory.mktemp("cdk-pipeline"))

@@ -64,3 +64,63 @@ def synth_platform(outdir: Path, overrides: Mapping[str, Any] | None = None) -> 
         lines = "\n".join(f"  {path}: {finding}" for path, finding in nag.findings(outdir))
         raise AssertionError(f"cdk-nag findings without an acknowledgement:\n{lines}") from None
     return SynthesizedPlatform(config=cfg, stage=stage, outdir=outdir)
+
+
+PIPELINE_OVERRIDES = {
+    "platform.pipeline.enabled": True,
+    "platform.pipeline.connection_arn":
+        "arn:aws:codeconnections:eu-west-1:111122223333:connection/0f2c9f6e-1b2a-4c3d-9e8f-0123456789ab",
+    "platform.pipeline.repository": "acme/dynamic-factory",
+    "platform.pipeline.branch": "main",
+    "platform.pipeline.account": "111122223333",
+    "platform.pipeline.region": "eu-west-1",
+    "platform.pipeline.stages": [
+        {"name": "staging", "account": "111122223333", "region": "eu-west-1"},
+        {"name": "prod", "account": "444455556666", "region": "eu-west-1", "approval": True},
+    ],
+}
+
+
+@dataclass
+class SynthesizedPipeline:
+    app_stage: PlatformStage
+    pipeline: Any
+    outdir: Path
+
+    @cached_property
+    def template(self) -> dict[str, Any]:
+        return json.loads((self.outdir / "Pipeline.template.json").read_text())
+
+    @cached_property
+    def stages(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Templates of each pipeline stage: {stage name: {stack id: template}}."""
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for assembly_dir in self.outdir.glob("assembly-Pipeline-*"):
+            name = assembly_dir.name.removeprefix("assembly-Pipeline-")
+            manifest = json.loads((assembly_dir / "manifest.json").read_text())
+            for artifact in manifest["artifacts"].values():
+                if artifact.get("type") == "aws:cloudformation:stack":
+                    stack_id = artifact["displayName"].split("/")[-1]
+                    template = json.loads((assembly_dir / artifact["properties"]["templateFile"]).read_text())
+                    out.setdefault(name, {})[stack_id] = template
+        return out
+
+
+def synth_pipeline(outdir: Path, overrides: Mapping[str, Any] | None = None) -> SynthesizedPipeline:
+    """Synthesize the app with the delivery pipeline enabled, through app.build_app like `cdk synth`."""
+    import app as app_module
+
+    context = cdk_json_context()
+    context["aws:cdk:enable-path-metadata"] = True
+    context.update(PIPELINE_OVERRIDES)
+    context.update(overrides or {})
+    app = cdk.App(outdir=str(outdir), context=context, builtin_cloud_formation_validation=False)
+    stage, pipeline = app_module.build_app(app)
+    try:
+        app.synth()
+    except RuntimeError as err:
+        if "ValidationFailed" not in str(err):
+            raise
+        lines = "\n".join(f"  {path}: {finding}" for path, finding in nag.findings(outdir))
+        raise AssertionError(f"cdk-nag findings without an acknowledgement:\n{lines}") from None
+    return SynthesizedPipeline(app_stage=stage, pipeline=pipeline, outdir=outdir)

@@ -1,0 +1,189 @@
+"""JupyterHub: the cockpit. Users log in, open a notebook, and submit work to Ray.
+
+Deploy order: (Cognito user pool + client + the in-cluster secret bootstrap, with a domain) ->
+z2jh 4.4.0 release in the `jupyterhub` namespace (created by the Ray stack, which also puts the
+Ray token there). The stack comes after the Ray stack.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import aws_cdk as cdk
+from aws_cdk import aws_cognito as cognito
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_eks_v2 as eks
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+import versions
+from cdk_constructs.pod_identity import PodIdentityRole
+from charts import jupyterhub_values as jh
+from charts import karpenter_nodes as kn
+from charts import oauth_secret_bootstrap as oauth
+from charts.k8s import cdk8s_app
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NAMESPACE = jh.JUPYTERHUB_NAMESPACE
+
+
+def notebook_image_asset(scope: Construct) -> ecr_assets.DockerImageAsset:
+    """The notebook image, built from images/notebook at deploy time with the pinned Ray and Python.
+
+    Synthesis only stages the build context; Docker is needed where the asset is published
+    (`cdk deploy`, or the pipeline's asset stage), never at synth or test time.
+    """
+    return ecr_assets.DockerImageAsset(
+        scope,
+        "NotebookImage",
+        directory=str(REPO_ROOT),
+        file="images/notebook/Dockerfile",
+        build_args={"RAY_VERSION": versions.RAY_VERSION, "PYTHON_VERSION": versions.RAY_PYTHON_VERSION},
+        exclude=["*", "!images", "!images/notebook", "!images/notebook/**", "!jobs", "!jobs/**",
+                 "!notebooks", "!notebooks/**", "**/__pycache__", "**/.ipynb_checkpoints"],
+        platform=ecr_assets.Platform.LINUX_AMD64,
+    )
+
+
+class JupyterHubStack(cdk.Stack):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cluster: eks.ICluster,
+        cluster_name: str,
+        core_pool: kn.NodePoolSettings,
+        user_pool: kn.NodePoolSettings,
+        gpu_pool: kn.NodePoolSettings | None,
+        admin_user: str,
+        home_capacity_gib: int,
+        cull_timeout_seconds: int,
+        notebook_image: str,
+        domain: str,
+        certificate_arn: str,
+        cognito_domain_prefix: str,
+        internal_load_balancer: bool,
+        allowed_cidrs: Sequence[str],
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+
+        if notebook_image:
+            repository, tag = notebook_image.rsplit(":", 1)
+            image = jh.NotebookImage(name=repository, tag=tag)
+        else:
+            asset = notebook_image_asset(self)
+            image = jh.NotebookImage(name=asset.repository.repository_uri, tag=asset.image_tag)
+
+        depends_on: list[Construct] = []
+        https = None
+        if domain:
+            auth, bootstrap = self._cognito(cluster, cluster_name, domain, cognito_domain_prefix, admin_user, core_pool)
+            depends_on.append(bootstrap)
+            https = jh.HttpsEndpoint(
+                domain=domain,
+                certificate_arn=certificate_arn,
+                internal=internal_load_balancer,
+                source_ranges=tuple(allowed_cidrs),
+            )
+        else:
+            auth = jh.NativeAuth(admin_user=admin_user)
+
+        values = jh.JupyterHubValues(
+            notebook_image=image,
+            core_pool=core_pool,
+            user_pool=user_pool,
+            auth=auth,
+            https=https,
+            gpu=jh.GpuProfile(pool=gpu_pool) if gpu_pool is not None else None,
+            home_capacity=f"{home_capacity_gib}Gi",
+            cull_timeout_seconds=cull_timeout_seconds,
+        )
+        self.release = eks.HelmChart(
+            self,
+            "JupyterHub",
+            cluster=cluster,
+            chart="jupyterhub",
+            repository=versions.JUPYTERHUB_CHART_REPO,
+            version=versions.JUPYTERHUB_CHART_VERSION,
+            release="jupyterhub",
+            namespace=NAMESPACE,
+            create_namespace=False,  # created by the Ray stack together with the Ray token copy
+            values=values.to_values(),
+            timeout=cdk.Duration.minutes(15),
+        )
+        for dependency in depends_on:
+            # The hub reads the OAuth client secret at start.
+            self.release.node.add_dependency(dependency)
+
+    def _cognito(self, cluster, cluster_name, domain, prefix, admin_user, core_pool):
+        pool = cognito.UserPool(
+            self,
+            "Users",
+            user_pool_name=f"{cluster_name}-jupyterhub",
+            self_sign_up_enabled=False,  # the hub admits everyone the pool admits: admins invite users
+            sign_in_aliases=cognito.SignInAliases(email=True),
+            auto_verify=cognito.AutoVerifiedAttrs(email=True),
+            mfa=cognito.Mfa.REQUIRED,
+            mfa_second_factor=cognito.MfaSecondFactor(sms=False, otp=True),
+            password_policy=cognito.PasswordPolicy(
+                min_length=14, require_digits=True, require_lowercase=True, require_uppercase=True,
+                require_symbols=True,
+            ),
+            feature_plan=cognito.FeaturePlan.PLUS,
+            standard_threat_protection_mode=cognito.StandardThreatProtectionMode.FULL_FUNCTION,
+            account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        pool.add_domain("Domain", cognito_domain=cognito.CognitoDomainOptions(domain_prefix=prefix))
+        client = pool.add_client(
+            "Hub",
+            generate_secret=True,
+            o_auth=cognito.OAuthSettings(
+                flows=cognito.OAuthFlows(authorization_code_grant=True),
+                scopes=[cognito.OAuthScope.OPENID, cognito.OAuthScope.EMAIL, cognito.OAuthScope.PROFILE],
+                callback_urls=[f"https://{domain}/hub/oauth_callback"],
+                logout_urls=[f"https://{domain}/hub/logout"],
+            ),
+            supported_identity_providers=[cognito.UserPoolClientIdentityProvider.COGNITO],
+            prevent_user_existence_errors=True,
+        )
+        auth = jh.CognitoAuth(
+            user_pool_domain_prefix=prefix,
+            region=self.region,
+            client_id=client.user_pool_client_id,
+            admin_users=(admin_user,),
+        )
+        identity = PodIdentityRole(
+            self,
+            "OAuthSecretIdentity",
+            cluster=cluster,
+            namespace=NAMESPACE,
+            service_account=oauth.SERVICE_ACCOUNT,
+            statements=[
+                iam.PolicyStatement(actions=["cognito-idp:DescribeUserPoolClient"], resources=[pool.user_pool_arn])
+            ],
+            description="Copies the JupyterHub app client's secret into the jupyterhub namespace",
+        )
+        bootstrap = eks.KubernetesManifest(
+            self,
+            "OAuthSecretBootstrap",
+            cluster=cluster,
+            manifest=oauth.OAuthSecretBootstrapChart(
+                cdk8s_app(),
+                "oauth-secret-bootstrap",
+                namespace=NAMESPACE,
+                user_pool_id=pool.user_pool_id,
+                client_id=client.user_pool_client_id,
+                region=self.region,
+                secret_name=auth.client_secret_secret_name,
+                secret_key=auth.client_secret_secret_key,
+                placement=kn.pool_placement(core_pool),
+            ).to_json(),
+        )
+        # The Job's pod needs its AWS credentials when it is created.
+        bootstrap.node.add_dependency(identity)
+        cdk.CfnOutput(self, "UserPoolId", value=pool.user_pool_id)
+        return auth, bootstrap

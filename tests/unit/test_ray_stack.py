@@ -1,0 +1,165 @@
+"""Ray wired into the platform: operator, RayCluster manifest, storage, policies, validation runner."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+import versions
+from charts import raycluster as rc
+from tests.platform_synth import ROOT
+from tests.support.k8s_schema import CrdValidator
+
+KUBERAY = ROOT / "schemas" / "kuberay"
+
+
+def _ray_template(synth):
+    return synth.template_json("Ray")
+
+
+def _resources(synth, type_):
+    return {k: v for k, v in _ray_template(synth)["Resources"].items() if v["Type"] == type_}
+
+
+def _depends(synth, logical_id):
+    deps = _ray_template(synth)["Resources"][logical_id].get("DependsOn", [])
+    return {deps} if isinstance(deps, str) else set(deps)
+
+
+def _manifest_with(synth, kind):
+    (res,) = [r for r in synth.assembly.manifests() if any(o["kind"] == kind for o in r.objects)]
+    return res
+
+
+def _ray_cluster(synth):
+    return next(o for o in _manifest_with(synth, "RayCluster").objects if o["kind"] == "RayCluster")
+
+
+def test_operator_chart_pinned_on_system_nodes(platform):
+    op = platform.assembly.helm_releases()["kuberay-operator"]
+    assert op.properties["Version"] == versions.KUBERAY_CHART_VERSION
+    assert op.properties["Namespace"] == "kuberay-system"
+    assert op.values["nodeSelector"] == {"dynamic-factory/node-role": "system"}
+    chart = yaml.safe_load((KUBERAY / "Chart.yaml").read_text())
+    assert chart["version"] == versions.KUBERAY_CHART_VERSION
+
+
+def test_operator_values_exist_upstream(platform):
+    upstream = yaml.safe_load((KUBERAY / "values.yaml").read_text())
+    for key in platform.assembly.helm_releases()["kuberay-operator"].values:
+        assert key in upstream, key
+
+
+def test_ray_cluster_validates_strictly_against_kuberay_crd(any_platform):
+    validator = CrdValidator.from_files([KUBERAY / "ray.io_rayclusters.yaml"])
+    assert validator.errors(_ray_cluster(any_platform)) == []
+
+
+def test_placement_auth_and_scale_to_zero(platform):
+    spec = _ray_cluster(platform)["spec"]
+    head = spec["headGroupSpec"]["template"]["spec"]
+    assert head["nodeSelector"] == {"dynamic-factory/pool": "on-demand"}
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert spec["headGroupSpec"]["template"]["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"
+    (workers,) = spec["workerGroupSpecs"]
+    assert workers["minReplicas"] == 0 and workers["maxReplicas"] == platform.config.ray.workers.max_workers
+    assert workers["template"]["spec"]["nodeSelector"] == {"dynamic-factory/pool": "spot"}
+    assert spec["authOptions"]["mode"] == "token"
+    assert spec["enableInTreeAutoscaling"] is True
+
+
+def test_gpu_worker_group_only_when_configured(platform, variant):
+    assert [g["groupName"] for g in _ray_cluster(platform)["spec"]["workerGroupSpecs"]] == ["cpu"]
+    groups = {g["groupName"]: g for g in _ray_cluster(variant)["spec"]["workerGroupSpecs"]}
+    assert set(groups) == {"cpu", "gpu"}
+    assert groups["gpu"]["template"]["spec"]["nodeSelector"] == {"dynamic-factory/pool": "gpu"}
+
+
+def test_no_ray_port_is_exposed_outside_the_cluster(any_platform):
+    for obj in any_platform.assembly.kube_objects():
+        if obj["kind"] == "Service":
+            assert obj.get("spec", {}).get("type", "ClusterIP") == "ClusterIP", obj["metadata"]["name"]
+    head_service = _ray_cluster(any_platform)["spec"]["headGroupSpec"].get("serviceType", "ClusterIP")
+    assert head_service == "ClusterIP"
+
+
+def test_checkpoints_go_to_the_stack_bucket(platform):
+    env = {e["name"]: e.get("value") for c in _ray_cluster(platform)["spec"]["headGroupSpec"]["template"]["spec"]["containers"]
+           for e in c.get("env", [])}
+    assert env[rc.CHECKPOINT_ENV].startswith("s3://${StorageBucket")
+
+
+def test_bucket_is_private_encrypted_tls_only(platform):
+    (bucket_id, bucket), = [(k, v) for k, v in _resources(platform, "AWS::S3::Bucket").items() if k.startswith("StorageBucket")]
+    props = bucket["Properties"]
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert "LoggingConfiguration" in props and props["LifecycleConfiguration"]["Rules"]
+    policies = [p for p in _resources(platform, "AWS::S3::BucketPolicy").values() if p["Properties"]["Bucket"] == {"Ref": bucket_id}]
+    assert '"aws:SecureTransport": "false"' in json.dumps(policies)
+
+
+def test_ray_pods_get_credentials_before_the_ray_cluster(platform):
+    ray_cluster = _manifest_with(platform, "RayCluster")
+    (assoc_id, assoc), = _resources(platform, "AWS::EKS::PodIdentityAssociation").items()
+    assert (assoc["Properties"]["Namespace"], assoc["Properties"]["ServiceAccount"]) == ("ray", "ray")
+    assert assoc_id in ray_cluster.depends_on
+    operator = platform.assembly.helm_releases()["kuberay-operator"]
+    assert operator.logical_id in ray_cluster.depends_on
+
+
+def test_network_policies_follow_the_ray_namespace(platform):
+    policies = _manifest_with(platform, "NetworkPolicy")
+    assert _manifest_with(platform, "RayCluster").logical_id in policies.depends_on
+
+
+def test_token_secret_is_never_in_a_manifest(any_platform):
+    assert not [o for o in any_platform.assembly.kube_objects() if o["kind"] == "Secret"]
+
+
+# ------------------------------------------------------------------ validation runner
+
+
+def _runner_project(synth):
+    (project,) = _resources(synth, "AWS::CodeBuild::Project").values()
+    return project["Properties"]
+
+
+def test_runner_is_in_the_vpc_and_encrypted(platform):
+    project = _runner_project(platform)
+    assert project["Name"] == "dynamic-factory-validation"
+    assert project["VpcConfig"]["Subnets"] and project["EncryptionKey"]
+    assert project["Environment"]["PrivilegedMode"] is False
+
+
+def test_runner_submits_the_job_with_the_configured_bar(platform):
+    spec = json.dumps(_runner_project(platform)["Source"]["BuildSpec"])
+    v = platform.config.ray.validation
+    assert "python -m jobs.submit" in spec and "--wait" in spec
+    assert f"--min-auc {v.min_auc}" in spec and f"--rows {v.rows}" in spec
+    assert "sha256sum -c" in spec  # kubectl is verified before use
+
+
+def test_runner_cluster_access_is_one_group_bound_to_a_narrow_role(platform):
+    (entry,) = _resources(platform, "AWS::EKS::AccessEntry").values()
+    assert entry["Properties"]["KubernetesGroups"] == ["dynamic-factory:validation"]
+    assert "AccessPolicies" not in entry["Properties"]
+    role = next(o for o in platform.assembly.kube_objects()
+                if o["kind"] == "Role" and o["metadata"]["name"] == "validation-runner")
+    rules = {(tuple(r["resources"]), tuple(r["verbs"])) for r in role["rules"]}
+    assert (("secrets",), ("get",)) in rules and (("pods/portforward",), ("create",)) in rules
+    secret_rule = next(r for r in role["rules"] if r["resources"] == ["secrets"])
+    assert secret_rule["resourceNames"] == [rc.TOKEN_SECRET]
+    assert not any("*" in r["verbs"] or "*" in r["resources"] for r in role["rules"])
+
+
+def test_invoker_role_only_with_a_pipeline(platform, pipeline_platform):
+    roles = [r for r in _resources(platform, "AWS::IAM::Role").values()
+             if r["Properties"].get("RoleName") == "dynamic-factory-validation-invoker"]
+    assert roles == []
+    stage = pipeline_platform.stages["prod"]
+    names = [r["Properties"].get("RoleName") for r in stage["Ray"]["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
+    assert "dynamic-factory-validation-invoker" in names
