@@ -132,6 +132,33 @@ BAD_INPUTS = [
     ({"platform.karpenter.gpu.instance_families": ["m7i"]}, "platform.karpenter.gpu", "gpu"),
     ({"platform.karpenter.ami_alias": "al2023@latest"}, "platform.karpenter.ami_alias", "never @latest"),
     ({"platform.karpenter.spot.cpu": 8}, "platform.karpenter.spot.cpu", "unknown key"),
+    # Ray
+    ({"platform.ray.workers.max_workers": 0}, "platform.ray.workers.max_workers", "greater than or equal to 1"),
+    ({"platform.ray.head_memory_gib": 1}, "platform.ray.head_memory_gib", "greater than or equal to 2"),
+    ({"platform.ray.idle_timeout_seconds": 5}, "platform.ray.idle_timeout_seconds", "greater than or equal to 30"),
+    ({"platform.ray.validation.min_auc": 0.5}, "platform.ray.validation.min_auc", "greater than 0.5"),
+    ({"platform.ray.validation.workers": 100}, "platform.ray", "exceeds the CPUs the worker group can offer"),
+    ({"platform.ray.gpu_workers.max_workers": 2}, "platform", "set karpenter.gpu.enabled to true"),
+    # JupyterHub
+    ({"platform.jupyterhub.admin_user": "bad user"}, "platform.jupyterhub.admin_user", "user name"),
+    ({"platform.jupyterhub.user_pool": "gpu"}, "platform.jupyterhub.user_pool", "'on-demand' or 'spot'"),
+    ({"platform.jupyterhub.notebook_image": "jupyter/base:latest"}, "platform.jupyterhub.notebook_image", "ray-2.60.0-py3.11"),
+    ({"platform.jupyterhub.domain": "hub.example.com"}, "platform.jupyterhub", "missing: certificate_arn, cognito_domain_prefix"),
+    ({"platform.jupyterhub.domain": "not a domain", "platform.jupyterhub.certificate_arn":
+      "arn:aws:acm:eu-west-1:111122223333:certificate/0f2c9f6e-1b2a-4c3d-9e8f-0123456789ab",
+      "platform.jupyterhub.cognito_domain_prefix": "hub"}, "platform.jupyterhub", "is not a DNS name"),
+    ({"platform.jupyterhub.domain": "hub.example.com", "platform.jupyterhub.certificate_arn": "arn:aws:acm:cert",
+      "platform.jupyterhub.cognito_domain_prefix": "hub"}, "platform.jupyterhub", "is not an ACM certificate ARN"),
+    ({"platform.jupyterhub.allowed_cidrs": ["203.0.113.0/24"]}, "platform.jupyterhub", "only apply when a domain"),
+    # Pipeline
+    ({"platform.pipeline.enabled": True}, "platform.pipeline", "must be a CodeConnections ARN"),
+    ({"platform.pipeline.enabled": True, "platform.pipeline.repository": "no-owner"}, "platform.pipeline", "must be 'owner/name'"),
+    ({"platform.pipeline.stages": [{"name": "prod", "account": "12345", "region": "eu-west-1"}]},
+     "platform.pipeline.stages.0", "12-digit AWS account id"),
+    ({"platform.pipeline.stages": [{"name": "prod", "account": "111122223333", "region": "Europe"}]},
+     "platform.pipeline.stages.0", "AWS region"),
+    ({"platform.pipeline.stages": [{"name": "1st", "account": "111122223333", "region": "eu-west-1"}]},
+     "platform.pipeline.stages.0.name", "starting with a letter"),
 ]
 
 
@@ -193,3 +220,9 @@ def test_app_synthesizes_the_default_config_without_credentials(tmp_path):
     result = _run_app(cdk_json_context(), tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(list(tmp_path.glob("assembly-*/*.template.json"))) >= 2
+
+
+def test_the_bad_input_suite_covers_every_area():
+    areas = {path.split(".")[1] for _, path, _ in BAD_INPUTS if path.count(".") >= 1}
+    assert len(BAD_INPUTS) >= 30
+    assert {"cluster", "network", "karpenter", "ray", "jupyterhub", "pipeline", "tags"} <= areas
