@@ -97,7 +97,7 @@ class EndpointConfig(_Model):
 class SystemNodesConfig(_Model):
     """The small on-demand managed node group for critical add-ons (Cilium operator, CoreDNS, Karpenter)."""
 
-    instance_type: str = "t3.medium"
+    instance_type: str = "t3a.large"
     desired_size: int = Field(2, ge=1, le=10)
     min_size: int = Field(2, ge=1, le=10)
     max_size: int = Field(3, ge=1, le=20)
@@ -106,7 +106,10 @@ class SystemNodesConfig(_Model):
     @classmethod
     def _instance_type(cls, value: str) -> str:
         if not _INSTANCE_TYPE.match(value):
-            raise ValueError("must be an EC2 instance type such as t3.medium")
+            raise ValueError("must be an EC2 instance type such as t3a.large")
+        if value not in kn.INSTANCE_TYPES:
+            known = ", ".join(t for t in sorted(kn.INSTANCE_TYPES) if not kn.INSTANCE_TYPES[t].gpus)
+            raise ValueError(f"must be a type whose network limits the platform knows: {known}")
         return value
 
     @model_validator(mode="after")
@@ -292,10 +295,14 @@ class ValidationJobConfig(_Model):
 
 
 class RayConfig(_Model):
-    """The RayCluster: head on the on-demand pool, CPU workers on Spot from zero, optional GPU workers."""
+    """The RayCluster: head off Spot (on the system nodes by default), CPU workers on Spot from zero,
+    optional GPU workers."""
 
-    head_cpu: int = Field(2, ge=1, le=64)
-    head_memory_gib: int = Field(8, ge=2, le=512)
+    # "system": the always-on system node group hosts the head (no extra idle node);
+    # "on-demand": Karpenter's on-demand pool (a dedicated node, more room for a busy head).
+    head_placement: Literal["system", "on-demand"] = "system"
+    head_cpu: int = Field(1, ge=1, le=64)
+    head_memory_gib: int = Field(4, ge=2, le=512)
     idle_timeout_seconds: int = Field(120, ge=30, le=86_400)
     workers: RayWorkersConfig = RayWorkersConfig()
     gpu_workers: RayGpuWorkersConfig = RayGpuWorkersConfig()
@@ -322,6 +329,8 @@ class JupyterHubConfig(_Model):
     With domain + certificate_arn + cognito_domain_prefix: Amazon Cognito login over HTTPS."""
 
     admin_user: str = "admin"
+    # Where the hub, the proxy and the user scheduler run (never Spot); see ray.head_placement.
+    core_placement: Literal["system", "on-demand"] = "system"
     user_pool: Literal["on-demand", "spot"] = "on-demand"
     home_capacity_gib: int = Field(10, ge=1, le=1000)
     cull_timeout_seconds: int = Field(3600, ge=300, le=7 * 86_400)
@@ -475,6 +484,26 @@ class PlatformConfig(_Model):
     tags: dict[str, str] = Field(default_factory=lambda: {"project": "dynamic-factory"})
 
     @model_validator(mode="after")
+    def _ray_pods_fit_their_nodes(self) -> "PlatformConfig":
+        from charts.raycluster import pod_fit_problem
+
+        nodes = self.cluster.system_nodes
+        pools = {p.name: p for p in self.karpenter.node_pools()}
+        pools["system"] = kn.node_group_pool("system", nodes.instance_type, nodes=nodes.min_size)
+        ray = self.ray
+        problems = [
+            pod_fit_problem("ray head", pools[ray.head_placement], ray.head_cpu, ray.head_memory_gib, sidecar=True),
+            pod_fit_problem("ray worker", pools["spot"], ray.workers.cpu, ray.workers.memory_gib),
+        ]
+        if ray.gpu_workers.max_workers and "gpu" in pools:
+            problems.append(pod_fit_problem("ray gpu worker", pools["gpu"], ray.gpu_workers.cpu,
+                                            ray.gpu_workers.memory_gib, gpus=ray.gpu_workers.gpus))
+        problems = [p for p in problems if p]
+        if problems:
+            raise ValueError("; ".join(problems) + " (change the pod size, the instance types or ray.head_placement)")
+        return self
+
+    @model_validator(mode="after")
     def _gpu_workers_need_the_gpu_pool(self) -> "PlatformConfig":
         if self.ray.gpu_workers.max_workers > 0 and not self.karpenter.gpu.enabled:
             raise ValueError(
@@ -526,8 +555,9 @@ def _format(err: Mapping[str, Any]) -> str:
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    shown = json.dumps(value, default=str) if not isinstance(value, dict) else "{...}"
-    return f"{path}: {shown} is not allowed: {msg}"
+    if isinstance(value, dict):  # a rule over several fields: the message names them
+        return f"{path}: {msg}"
+    return f"{path}: {json.dumps(value, default=str)} is not allowed: {msg}"
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:

@@ -7,7 +7,7 @@ from constructs import Construct
 
 from compliance import nag
 from config import PlatformConfig
-from stacks.cluster_stack import ClusterStack
+from stacks.cluster_stack import ClusterStack, system_pool
 from stacks.jupyterhub_stack import JupyterHubStack
 from stacks.karpenter_stack import KarpenterStack
 from stacks.network_stack import NetworkStack
@@ -79,6 +79,8 @@ class PlatformStage(cdk.Stage):
         self.karpenter.add_stack_dependency(self.cluster)
 
         ray_cfg, pools = config.ray, {p.name: p for p in config.karpenter.node_pools()}
+        # The system node group, usable as a placement for long-lived singletons (Ray head, hub).
+        pools["system"] = system_pool(cluster_cfg.system_nodes.instance_type, cluster_cfg.system_nodes.min_size)
         validation = ray_cfg.validation
         self.ray = RayStack(
             self,
@@ -89,7 +91,7 @@ class PlatformStage(cdk.Stage):
             cluster_name=name,
             vpc=self.network.vpc,
             kubernetes_version=cluster_cfg.kubernetes_version,
-            head_pool=pools["on-demand"],
+            head_pool=pools[ray_cfg.head_placement],
             worker_pool=pools["spot"],
             gpu_pool=pools.get("gpu"),
             head_cpu=ray_cfg.head_cpu,
@@ -111,6 +113,7 @@ class PlatformStage(cdk.Stage):
                 "--storage-path", "$DF_CHECKPOINT_URI",
             ],
             pipeline_account=pipeline_account,
+            encryption_key=self.cluster.key,
         )
         # The head and the workers are scheduled onto Karpenter's node pools.
         self.ray.add_stack_dependency(self.karpenter)
@@ -123,7 +126,7 @@ class PlatformStage(cdk.Stage):
             description=f"Dynamic Factory {name}: JupyterHub wired to Ray",
             cluster=self.cluster.cluster,
             cluster_name=name,
-            core_pool=pools["on-demand"],
+            core_pool=pools[hub.core_placement],
             user_pool=pools[hub.user_pool],
             gpu_pool=pools.get("gpu"),
             admin_user=hub.admin_user,

@@ -356,6 +356,7 @@ _COMPUTE = {"large": (2, 4, 3, 10), "xlarge": (4, 8, 4, 15), "2xlarge": (8, 16, 
 _GENERAL = {"large": (2, 8, 3, 10), "xlarge": (4, 16, 4, 15), "2xlarge": (8, 32, 4, 15), "4xlarge": (16, 64, 8, 30)}
 _MEMORY = {"large": (2, 16, 3, 10), "xlarge": (4, 32, 4, 15), "2xlarge": (8, 64, 4, 15), "4xlarge": (16, 128, 8, 30)}
 _GPU = {"xlarge": (4, 16, 4, 15), "2xlarge": (8, 32, 4, 15), "4xlarge": (16, 64, 8, 30)}  # 1 GPU each
+_BURSTABLE = {"medium": (2, 4, 3, 6), "large": (2, 8, 3, 12), "xlarge": (4, 16, 4, 15)}
 
 # The instance types the pools may name (x86_64 only: the Ray and notebook images are amd64). Extend this table
 # to allow more families or sizes; the chart refuses families/sizes it does not know, because maxPods must hold
@@ -365,6 +366,8 @@ INSTANCE_TYPES: Mapping[str, InstanceTypeInfo] = {
     **_types(("m5", "m6i", "m6a", "m7i"), _GENERAL),
     **_types(("r5", "r6i", "r6a", "r7i"), _MEMORY),
     **_types(("g5", "g6"), _GPU, gpus=1),
+    # Burstable types: only for the system managed node group (see node_group_pool), never in a NodePool.
+    **_types(("t3", "t3a"), _BURSTABLE),
 }
 
 
@@ -470,6 +473,27 @@ def default_node_pools(*, gpu_enabled: bool = False) -> tuple[NodePoolSettings, 
     """``spot`` and ``on-demand``, plus ``gpu`` when enabled."""
     pools = (DEFAULT_SPOT_POOL, DEFAULT_ON_DEMAND_POOL)
     return pools + ((DEFAULT_GPU_POOL,) if gpu_enabled else ())
+
+
+def node_group_pool(name: str, instance_type: str, *, nodes: int, taints: Sequence[Taint] = ()) -> NodePoolSettings:
+    """A managed node group described as a pool, for placement only (it is never rendered as a NodePool).
+
+    Its nodes must carry the label ``dynamic-factory/pool=<name>`` and ``taints``; then
+    :func:`pool_placement` and the charts' size checks work for it as for a Karpenter pool.
+    """
+    if instance_type not in INSTANCE_TYPES:
+        raise ValueError(f"instance type {instance_type!r} is not in INSTANCE_TYPES (known: {sorted(INSTANCE_TYPES)})")
+    info = INSTANCE_TYPES[instance_type]
+    return NodePoolSettings(
+        name=name,
+        capacity_types=("on-demand",),
+        instance_families=(info.family,),
+        instance_sizes=(info.size,),
+        cpu_limit=info.vcpus * nodes,
+        memory_limit_gib=info.memory_gib * nodes,
+        min_generation=min(info.generation, 5),
+        taints=tuple(taints),
+    )
 
 
 def pool_placement(pool: NodePoolSettings) -> dict[str, Any]:

@@ -253,6 +253,31 @@ for ns in NAMESPACES:
 '''.strip()
 
 
+def pod_fit_problem(label: str, pool: NodePoolSettings, cpu: int, memory_gib: int, *, gpus: int = 0,
+                    sidecar: bool = False) -> str | None:
+    """Why a Ray pod of this size fits no instance type ``pool`` can launch, or None when it fits.
+
+    ``sidecar``: the head's autoscaler container comes on top. Used by the chart and by the config
+    (so a bad combination is refused before anything is built).
+    """
+    extra_cpu, extra_mem = (_AUTOSCALER_CPU_CORES, _AUTOSCALER_MEMORY_GIB) if sidecar else (0.0, 0.0)
+    types = reachable_instance_types(pool)
+    fits = [t for t in types
+            if cpu + extra_cpu < INSTANCE_TYPES[t].vcpus
+            and memory_gib + extra_mem <= INSTANCE_TYPES[t].memory_gib * _ALLOCATABLE_MEMORY_SHARE
+            and gpus <= INSTANCE_TYPES[t].gpus]
+    if fits:
+        return None
+    largest = max(types, key=lambda t: (INSTANCE_TYPES[t].vcpus, INSTANCE_TYPES[t].memory_gib))
+    info = INSTANCE_TYPES[largest]
+    return (
+        f"{label} pod ({cpu} CPU, {memory_gib} GiB{f', {gpus} GPU' if gpus else ''}"
+        f"{' + the autoscaler sidecar' if sidecar else ''}) fits no instance type of pool {pool.name!r} "
+        f"(largest: {largest}, {info.vcpus} vCPUs, {info.memory_gib} GiB, {info.gpus} GPU; about "
+        f"{int(_ALLOCATABLE_MEMORY_SHARE * 100)}% of memory and less than all vCPUs are allocatable)"
+    )
+
+
 class RayClusterChart(cdk8s.Chart):
     """Namespace ``ray``, service account ``ray``, the token bootstrap Job + RBAC, and ``RayCluster/ray``.
 
@@ -470,19 +495,9 @@ class RayClusterChart(cdk8s.Chart):
                     bad = True
             if bad or not isinstance(pool, NodePoolSettings):
                 continue
-            fits = [t for t in reachable_instance_types(pool)
-                    if cpu + extra_cpu < INSTANCE_TYPES[t].vcpus
-                    and memory + extra_mem <= INSTANCE_TYPES[t].memory_gib * _ALLOCATABLE_MEMORY_SHARE
-                    and gpus <= INSTANCE_TYPES[t].gpus]
-            if not fits:
-                largest = max(reachable_instance_types(pool), key=lambda t: (INSTANCE_TYPES[t].vcpus, INSTANCE_TYPES[t].memory_gib))
-                info = INSTANCE_TYPES[largest]
-                p.append(
-                    f"{label} pod ({cpu} CPU, {memory} GiB{f', {gpus} GPU' if gpus else ''}"
-                    f"{' + the autoscaler sidecar' if extra_cpu else ''}) fits no instance type of pool {pool.name!r} "
-                    f"(largest: {largest}, {info.vcpus} vCPUs, {info.memory_gib} GiB, {info.gpus} GPU; about "
-                    f"{int(_ALLOCATABLE_MEMORY_SHARE * 100)}% of memory and less than all vCPUs are allocatable)"
-                )
+            problem = pod_fit_problem(label, pool, cpu, memory, gpus=gpus, sidecar=bool(extra_cpu))
+            if problem:
+                p.append(problem)
         namespaces: tuple[str, ...] = ()
         if isinstance(token_namespaces, (str, bytes)) or not isinstance(token_namespaces, Sequence):
             p.append(f"token_namespaces must be a sequence of namespace names, got {token_namespaces!r}")

@@ -16,12 +16,16 @@ from constructs import Construct
 import versions
 from cdk_constructs.pod_identity import PodIdentityRole
 from charts import cilium_values
+from charts import karpenter_nodes as kn
 from charts.k8s import cdk8s_app
 from charts.storage import StorageChart
 from stacks.network_stack import DISCOVERY_TAG
 
 SYSTEM_TAINT_KEY = "CriticalAddonsOnly"
 SYSTEM_NODE_LABEL = ("dynamic-factory/node-role", "system")
+# The system nodes also carry the pool label, so that charts can place pods on them like on a
+# Karpenter pool (charts.karpenter_nodes.node_group_pool).
+SYSTEM_POOL_NAME = "system"
 # Pods that must run on the system nodes tolerate their taint with this.
 SYSTEM_TOLERATION = {"key": SYSTEM_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
 
@@ -286,7 +290,7 @@ class ClusterStack(cdk.Stack):
                 id=launch_template.launch_template_id or "",
                 version=launch_template.latest_version_number,
             ),
-            labels=dict([SYSTEM_NODE_LABEL]),
+            labels={**dict([SYSTEM_NODE_LABEL]), kn.POOL_LABEL_KEY: SYSTEM_POOL_NAME},
             taints=[
                 eks.TaintSpec(key=SYSTEM_TAINT_KEY, value="true", effect=eks.TaintEffect.NO_SCHEDULE),
             ],
@@ -342,3 +346,13 @@ class ClusterStack(cdk.Stack):
         storage.node.add_dependency(ebs)
         return addons
 
+
+
+def system_pool(instance_type: str, nodes: int) -> kn.NodePoolSettings:
+    """The system node group as a placement pool (label and taint of the node group above)."""
+    return kn.node_group_pool(
+        SYSTEM_POOL_NAME,
+        instance_type,
+        nodes=nodes,
+        taints=[kn.Taint(key=SYSTEM_TAINT_KEY, value="true", effect="NoSchedule")],
+    )

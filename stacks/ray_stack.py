@@ -64,6 +64,7 @@ class RayStack(cdk.Stack):
         idle_timeout_seconds: int,
         checkpoint_retention_days: int,
         validation_args: Sequence[str],
+        encryption_key: kms.IKey,
         pipeline_account: str | None = None,
         **kwargs,
     ) -> None:
@@ -146,13 +147,6 @@ class RayStack(cdk.Stack):
         # Policies live in the ray namespace, which the Ray chart creates.
         policies.node.add_dependency(self.ray_cluster)
 
-        runner_key = kms.Key(
-            self,
-            "RunnerKey",
-            description=f"{cluster_name}: validation runner build artifacts and logs",
-            enable_key_rotation=True,
-            removal_policy=cdk.RemovalPolicy.DESTROY,
-        )
         self.runner = ValidationRunner(
             self,
             "ValidationRunner",
@@ -168,7 +162,8 @@ class RayStack(cdk.Stack):
             token_key=rc.TOKEN_KEY,
             job_args=validation_args,
             invoker_account=pipeline_account,
-            encryption_key=runner_key,
+            # The cluster's key (it already admits CloudWatch Logs): one key less to pay for.
+            encryption_key=encryption_key,
         )
         # Its Role is namespaced in ray.
         self.runner.rbac.node.add_dependency(self.ray_cluster)

@@ -200,10 +200,10 @@ def test_system_node_group(platform):
     props = ng["Properties"]
     assert props["AmiType"] == "AL2023_x86_64_STANDARD"
     assert props["CapacityType"] == "ON_DEMAND"
-    assert props["InstanceTypes"] == ["t3.medium"]
+    assert props["InstanceTypes"] == ["t3a.large"]
     assert props["ScalingConfig"] == {"DesiredSize": 2, "MinSize": 2, "MaxSize": 3}
     assert props["Taints"] == [{"Key": "CriticalAddonsOnly", "Value": "true", "Effect": "NO_SCHEDULE"}]
-    assert props["Labels"] == {"dynamic-factory/node-role": "system"}
+    assert props["Labels"] == {"dynamic-factory/node-role": "system", "dynamic-factory/pool": "system"}
 
 
 def test_system_node_role_has_no_cni_policy(platform):

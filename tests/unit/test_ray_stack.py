@@ -57,10 +57,20 @@ def test_ray_cluster_validates_strictly_against_kuberay_crd(any_platform):
     assert validator.errors(_ray_cluster(any_platform)) == []
 
 
+def test_head_is_never_on_spot(platform, variant):
+    # Default: the always-on system node group (no extra idle node); variant: Karpenter's on-demand pool.
+    for synth, pool in ((platform, "system"), (variant, "on-demand")):
+        head = _ray_cluster(synth)["spec"]["headGroupSpec"]["template"]["spec"]
+        assert head["nodeSelector"] == {"dynamic-factory/pool": pool}
+    system = _ray_cluster(platform)["spec"]["headGroupSpec"]["template"]["spec"]
+    assert {"key": "CriticalAddonsOnly", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in system["tolerations"]
+    nodegroup = next(r for r in platform.template_json("Cluster")["Resources"].values() if r["Type"] == "AWS::EKS::Nodegroup")
+    assert nodegroup["Properties"]["Labels"]["dynamic-factory/pool"] == "system"
+    assert nodegroup["Properties"]["CapacityType"] == "ON_DEMAND"
+
+
 def test_placement_auth_and_scale_to_zero(platform):
     spec = _ray_cluster(platform)["spec"]
-    head = spec["headGroupSpec"]["template"]["spec"]
-    assert head["nodeSelector"] == {"dynamic-factory/pool": "on-demand"}
     assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
     assert spec["headGroupSpec"]["template"]["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"
     (workers,) = spec["workerGroupSpecs"]
