@@ -9,13 +9,14 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Synthesis never needs AWS credentials: keep the SDK from looking for them.
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: install synth test job bench clean help
+.PHONY: install synth test job bench cost clean help
 
 help:
 	@echo "make synth   install everything, synthesize the platform offline, print a summary"
 	@echo "make test    install everything, run the whole test suite"
 	@echo "make job     run the XGBoost validation job (embedded local Ray unless RAY_ADDRESS is set)"
 	@echo "make bench   compare single-process XGBoost with the Ray job at equal cores"
+	@echo "make cost    what the synthesized platform costs idle and at its limits"
 	@echo "make clean   remove build output (cdk.out, dist)"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -47,6 +48,9 @@ job: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m jobs.bench
+
+cost: synth
+	@$(PY) -m cost cdk.out
 
 clean:
 	rm -rf cdk.out dist .pytest_cache

@@ -51,14 +51,30 @@ def build_app(app: cdk.App):
     return stage, pipeline
 
 
+def check_budget(assembly_dir: str, config) -> list[str]:
+    """The cost guardrail: the idle (and ceiling) estimate of the synthesized stage against the budget."""
+    from pathlib import Path
+
+    from cost.estimate import PriceTable, budget_problems, estimate
+    from tools.render import Assembly
+
+    est = estimate(Assembly(Path(assembly_dir) / f"assembly-{STAGE_ID}"), PriceTable(region=config.cost.price_region))
+    return budget_problems(est, config.cost.max_idle_usd_per_hour, config.cost.max_ceiling_usd_per_hour)
+
+
 def main() -> int:
     app = cdk.App()
     try:
-        build_app(app)
+        stage, _ = build_app(app)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    app.synth()
+    assembly = app.synth()
+    problems = check_budget(assembly.directory, stage.config)
+    if problems:
+        print("error: the platform is over its cost budget (see `make cost`):\n"
+              + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
+        return 2
     return 0
 
 

@@ -474,6 +474,24 @@ class PipelineConfig(_Model):
         return self
 
 
+class CostConfig(_Model):
+    """The budget synth enforces (see cost/estimate.py and `make cost`)."""
+
+    price_region: str = "us-east-1"
+    max_idle_usd_per_hour: float | None = Field(0.30, gt=0)
+    max_ceiling_usd_per_hour: float | None = Field(None, gt=0)
+
+    @field_validator("price_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        import yaml
+
+        known = sorted(yaml.safe_load((Path(__file__).resolve().parent / "cost" / "prices.yaml").read_text())["regions"])
+        if value not in known:
+            raise ValueError(f"must be a region with prices in cost/prices.yaml: {', '.join(known)}")
+        return value
+
+
 class PlatformConfig(_Model):
     cluster: ClusterConfig = ClusterConfig()
     network: NetworkConfig = NetworkConfig()
@@ -481,6 +499,7 @@ class PlatformConfig(_Model):
     ray: RayConfig = RayConfig()
     jupyterhub: JupyterHubConfig = JupyterHubConfig()
     pipeline: PipelineConfig = PipelineConfig()
+    cost: CostConfig = CostConfig()
     tags: dict[str, str] = Field(default_factory=lambda: {"project": "dynamic-factory"})
 
     @model_validator(mode="after")

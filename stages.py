@@ -32,6 +32,7 @@ class PlatformStage(cdk.Stage):
     ) -> None:
         """``pipeline_account``: the account whose delivery pipeline may start this stage's validation run."""
         super().__init__(scope, construct_id, **kwargs)
+        self.config = config
         self.pipeline_account = pipeline_account
         cluster_cfg, net_cfg = config.cluster, config.network
         name = cluster_cfg.name

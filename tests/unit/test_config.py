@@ -150,6 +150,15 @@ BAD_INPUTS = [
     ({"platform.jupyterhub.domain": "hub.example.com", "platform.jupyterhub.certificate_arn": "arn:aws:acm:cert",
       "platform.jupyterhub.cognito_domain_prefix": "hub"}, "platform.jupyterhub", "is not an ACM certificate ARN"),
     ({"platform.jupyterhub.allowed_cidrs": ["203.0.113.0/24"]}, "platform.jupyterhub", "only apply when a domain"),
+    # Cost
+    ({"platform.cost.price_region": "mars-north-1"}, "platform.cost.price_region", "prices in cost/prices.yaml"),
+    ({"platform.cost.max_idle_usd_per_hour": 0}, "platform.cost.max_idle_usd_per_hour", "greater than 0"),
+    ({"platform.cost.max_idle_usd_per_hour": "cheap"}, "platform.cost.max_idle_usd_per_hour", "valid number"),
+    # Cross-area
+    ({"platform.cluster.system_nodes.instance_type": "t3a.medium", "platform.ray.head_memory_gib": 8},
+     "platform", "ray head pod (1 CPU, 8 GiB + the autoscaler sidecar) fits no instance type of pool 'system'"),
+    ({"platform.cluster.system_nodes.instance_type": "x2idn.large"}, "platform.cluster.system_nodes.instance_type",
+     "network limits the platform knows"),
     # Pipeline
     ({"platform.pipeline.enabled": True}, "platform.pipeline", "must be a CodeConnections ARN"),
     ({"platform.pipeline.enabled": True, "platform.pipeline.repository": "no-owner"}, "platform.pipeline", "must be 'owner/name'"),

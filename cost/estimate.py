@@ -1,0 +1,294 @@
+"""What the synthesized platform costs per hour: idle, at its ceiling, and with the alternatives that matter.
+
+Everything is read from the synthesized assembly (templates, NodePool manifests, the RayCluster
+and the JupyterHub values), never from the config, so the estimate prices what would really be
+deployed. Prices come from ``cost/prices.yaml``.
+
+* **idle**: what runs with no notebook and no job: EKS control planes, NAT gateways, managed node
+  groups at their desired size, the node that hosts the Ray head and the hub when they are on a
+  Karpenter pool, load balancers, interface endpoints and KMS keys.
+* **ceiling**: idle plus every Karpenter NodePool filled to its CPU limit, priced on-demand and
+  with the assumed Spot discount (pools that allow Spot).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from tools.render import Assembly
+
+PRICES = Path(__file__).resolve().parent / "prices.yaml"
+HOURS_PER_MONTH = 730
+# z2jh's hub and proxy set no requests by default; what they use when idle, for packing only.
+HUB_REQUEST = (0.3, 1.0)  # (vCPU, GiB): hub + proxy + user scheduler
+AUTOSCALER_REQUEST = (0.5, 0.5)  # the Ray head's autoscaler sidecar (added by KubeRay)
+ALLOCATABLE = 0.85  # share of a node's memory pods can request
+POOL_LABEL = "dynamic-factory/pool"
+
+
+class PriceError(KeyError):
+    pass
+
+
+@dataclass(frozen=True)
+class Line:
+    item: str
+    count: float
+    unit_hourly: float
+    note: str = ""
+
+    @property
+    def hourly(self) -> float:
+        return self.count * self.unit_hourly
+
+
+@dataclass
+class Estimate:
+    region: str
+    idle: list[Line] = field(default_factory=list)
+    ceiling: list[Line] = field(default_factory=list)  # on top of idle, on-demand prices
+    ceiling_spot: list[Line] = field(default_factory=list)  # on top of idle, Spot where allowed
+    alternatives: list[Line] = field(default_factory=list)  # change to the idle figure
+
+    @property
+    def idle_hourly(self) -> float:
+        return sum(line.hourly for line in self.idle)
+
+    @property
+    def ceiling_on_demand_hourly(self) -> float:
+        return self.idle_hourly + sum(line.hourly for line in self.ceiling)
+
+    @property
+    def ceiling_spot_hourly(self) -> float:
+        return self.idle_hourly + sum(line.hourly for line in self.ceiling_spot)
+
+
+class PriceTable:
+    def __init__(self, path: Path = PRICES, region: str = "us-east-1"):
+        data = yaml.safe_load(path.read_text())
+        if region not in data["regions"]:
+            raise PriceError(f"no prices for region {region!r} in {path.name} (have: {sorted(data['regions'])})")
+        self.region = region
+        self.data = data
+        self.table = data["regions"][region]
+        self.spot_discount = float(data["spot_discount"]["value"])
+
+    def service(self, name: str) -> float:
+        return float(self.table["services"][name]["value"])
+
+    def instance(self, instance_type: str) -> float:
+        try:
+            return float(self.table["instances"][instance_type])
+        except KeyError:
+            raise PriceError(f"no price for instance type {instance_type!r} in {self.region} (cost/prices.yaml)") from None
+
+    def has(self, instance_type: str) -> bool:
+        return instance_type in self.table["instances"]
+
+
+# --------------------------------------------------------------------------------------------- parsing
+
+
+def cpu_quantity(value: Any) -> float:
+    text = str(value)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def memory_gib(value: Any) -> float:
+    match = re.match(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|K|M|G|T)?$", str(value))
+    if not match:
+        raise ValueError(f"unreadable memory quantity {value!r}")
+    number, unit = float(match.group(1)), match.group(2) or ""
+    factor = {"": 1 / 2**30, "Ki": 1 / 2**20, "Mi": 1 / 2**10, "Gi": 1, "Ti": 2**10,
+              "K": 1e3 / 2**30, "M": 1e6 / 2**30, "G": 1e9 / 2**30, "T": 1e12 / 2**30}[unit]
+    return number * factor
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    families: tuple[str, ...]
+    sizes: tuple[str, ...]
+    spot: bool
+    cpu_limit: float
+
+    @classmethod
+    def from_manifest(cls, obj: dict) -> "Pool":
+        reqs = {r["key"]: r for r in obj["spec"]["template"]["spec"].get("requirements", [])}
+        values = lambda key: tuple(reqs.get(key, {}).get("values", ()))  # noqa: E731
+        return cls(
+            name=obj["metadata"]["name"],
+            families=values("karpenter.k8s.aws/instance-family"),
+            sizes=values("karpenter.k8s.aws/instance-size"),
+            spot="spot" in values("karpenter.sh/capacity-type"),
+            cpu_limit=cpu_quantity(obj["spec"].get("limits", {}).get("cpu", 0)),
+        )
+
+    def types(self) -> list[str]:
+        return [f"{f}.{s}" for f in self.families for s in self.sizes]
+
+
+def _instance_shape(instance_type: str) -> tuple[int, float]:
+    from charts.karpenter_nodes import INSTANCE_TYPES
+
+    info = INSTANCE_TYPES[instance_type]
+    return info.vcpus, info.memory_gib
+
+
+def cheapest_fitting(pool: Pool, prices: PriceTable, cpu: float, mem: float) -> str | None:
+    fitting = []
+    for t in pool.types():
+        vcpus, memory = _instance_shape(t)
+        if cpu < vcpus and mem <= memory * ALLOCATABLE and prices.has(t):
+            fitting.append((prices.instance(t), t))
+    return min(fitting)[1] if fitting else None
+
+
+def cheapest_per_vcpu(pool: Pool, prices: PriceTable) -> tuple[str, float]:
+    options = [(prices.instance(t) / _instance_shape(t)[0], t) for t in pool.types()]
+    per_vcpu, instance_type = min(options)
+    return instance_type, per_vcpu
+
+
+# --------------------------------------------------------------------------------------------- the estimate
+
+
+def _resources(assembly: Assembly, type_: str) -> list[dict]:
+    return [res for _, _, res in assembly.resources(type_)]
+
+
+def _long_lived_pods(assembly: Assembly) -> list[tuple[str, str, float, float]]:
+    """(what, pool, vCPU, GiB) of the Ray head and the JupyterHub core."""
+    pods = []
+    for obj in assembly.kube_objects():
+        if obj["kind"] == "RayCluster":
+            spec = obj["spec"]["headGroupSpec"]["template"]["spec"]
+            cpu = sum(cpu_quantity(c["resources"]["requests"]["cpu"]) for c in spec["containers"]) + AUTOSCALER_REQUEST[0]
+            mem = sum(memory_gib(c["resources"]["requests"]["memory"]) for c in spec["containers"]) + AUTOSCALER_REQUEST[1]
+            pods.append(("Ray head", spec.get("nodeSelector", {}).get(POOL_LABEL, "?"), cpu, mem))
+    hub = assembly.helm_releases().get("jupyterhub")
+    if hub is not None:
+        pods.append(("JupyterHub hub + proxy", hub.values["hub"].get("nodeSelector", {}).get(POOL_LABEL, "?"), *HUB_REQUEST))
+    return pods
+
+
+def _load_balancers(assembly: Assembly) -> int:
+    count = sum(1 for o in assembly.kube_objects() if o["kind"] == "Service" and o.get("spec", {}).get("type") == "LoadBalancer")
+    for release in assembly.helm_releases().values():
+        if release.values.get("proxy", {}).get("service", {}).get("type") == "LoadBalancer":
+            count += 1
+    return count
+
+
+def estimate(assembly: Assembly, prices: PriceTable) -> Estimate:
+    est = Estimate(region=prices.region)
+    clusters = len(_resources(assembly, "AWS::EKS::Cluster"))
+    est.idle.append(Line("EKS control plane", clusters, prices.service("eks_cluster_hour")))
+    nats = len(_resources(assembly, "AWS::EC2::NatGateway"))
+    est.idle.append(Line("NAT gateway", nats, prices.service("nat_gateway_hour"), "plus data processed"))
+    for ng in _resources(assembly, "AWS::EKS::Nodegroup"):
+        props = ng["Properties"]
+        instance_type = props["InstanceTypes"][0]
+        unit = prices.instance(instance_type)
+        if props.get("CapacityType") == "SPOT":
+            unit *= 1 - prices.spot_discount
+        est.idle.append(Line(f"system nodes ({instance_type})", props["ScalingConfig"]["DesiredSize"], unit))
+
+    pools = {p.name: p for p in (Pool.from_manifest(o) for o in assembly.kube_objects() if o["kind"] == "NodePool")}
+    by_pool: dict[str, list[tuple[str, float, float]]] = {}
+    for what, pool, cpu, mem in _long_lived_pods(assembly):
+        by_pool.setdefault(pool, []).append((what, cpu, mem))
+    for pool_name, pods in sorted(by_pool.items()):
+        names = " and ".join(p[0] for p in pods)
+        if pool_name not in pools:
+            est.idle.append(Line(f"{names} (on the system nodes)", 0, 0.0))
+            continue
+        instance_type = cheapest_fitting(pools[pool_name], prices, sum(p[1] for p in pods), sum(p[2] for p in pods))
+        if instance_type is None:
+            raise PriceError(f"{names} fit no instance type of pool {pool_name!r} that has a price")
+        est.idle.append(Line(f"{names} node ({instance_type}, {pool_name} pool)", 1, prices.instance(instance_type)))
+
+    lbs = _load_balancers(assembly)
+    if lbs:
+        est.idle.append(Line("Network Load Balancer (JupyterHub)", lbs, prices.service("nlb_hour"), "plus LCUs"))
+    endpoints = [e for e in _resources(assembly, "AWS::EC2::VPCEndpoint") if e["Properties"].get("VpcEndpointType") == "Interface"]
+    if endpoints:
+        azs = sum(len(e["Properties"].get("SubnetIds", [])) for e in endpoints)
+        est.idle.append(Line("interface endpoints (per AZ)", azs, prices.service("interface_endpoint_hour")))
+    keys = len(_resources(assembly, "AWS::KMS::Key"))
+    est.idle.append(Line("KMS keys", keys, prices.service("kms_key_month") / HOURS_PER_MONTH, "plus requests"))
+
+    for name, pool in sorted(pools.items()):
+        instance_type, per_vcpu = cheapest_per_vcpu(pool, prices)
+        est.ceiling.append(Line(f"{name} pool at its {pool.cpu_limit:g}-vCPU limit ({instance_type} rate)", pool.cpu_limit, per_vcpu))
+        spot_rate = per_vcpu * (1 - prices.spot_discount) if pool.spot else per_vcpu
+        est.ceiling_spot.append(Line(f"{name} pool at its limit ({'Spot' if pool.spot else 'on-demand'})", pool.cpu_limit, spot_rate))
+
+    # Alternatives that move the idle line.
+    azs = len({s["Properties"]["AvailabilityZone"] if isinstance(s["Properties"]["AvailabilityZone"], str)
+               else json.dumps(s["Properties"]["AvailabilityZone"])
+               for s in _resources(assembly, "AWS::EC2::Subnet")})
+    if nats < azs:
+        est.alternatives.append(Line(f"one NAT gateway per AZ ({azs} instead of {nats}): survives an AZ outage",
+                                     azs - nats, prices.service("nat_gateway_hour")))
+    elif nats > 1:
+        est.alternatives.append(Line(f"a single NAT gateway instead of {nats}", -(nats - 1), prices.service("nat_gateway_hour")))
+    if "on-demand" in pools and "system" in by_pool:
+        pods = by_pool["system"]
+        instance_type = cheapest_fitting(pools["on-demand"], prices, sum(p[1] for p in pods), sum(p[2] for p in pods))
+        if instance_type:
+            est.alternatives.append(Line(
+                f"{' and '.join(p[0] for p in pods)} on their own on-demand node ({instance_type}) "
+                "instead of the system nodes", 1, prices.instance(instance_type)))
+    return est
+
+
+# --------------------------------------------------------------------------------------------- output
+
+
+def _money(value: float) -> str:
+    return f"${value:,.4f}" if abs(value) < 1 else f"${value:,.2f}"
+
+
+def render(est: Estimate) -> str:
+    width = max(len(line.item) for line in est.idle + est.ceiling) + 2
+    out = [f"Cost estimate ({est.region}, list prices from cost/prices.yaml)", "", "Idle (no notebook, no job):"]
+    for line in est.idle:
+        note = f"  ({line.note})" if line.note else ""
+        out.append(f"  {line.item:<{width}} {line.count:>4g} x {_money(line.unit_hourly):>9}  = {_money(line.hourly):>9}/h{note}")
+    out.append(f"  {'idle total':<{width}} {'':>4}   {'':>9}  = {_money(est.idle_hourly):>9}/h"
+               f"  ({_money(est.idle_hourly * HOURS_PER_MONTH)}/month)")
+    out += ["", "Ceiling (every NodePool at its limit, on top of idle):"]
+    for line in est.ceiling:
+        out.append(f"  {line.item:<{width}} {line.count:>4g} x {_money(line.unit_hourly):>9}  = {_money(line.hourly):>9}/h")
+    out.append(f"  {'ceiling, on-demand prices':<{width}} {'':>4}   {'':>9}  = {_money(est.ceiling_on_demand_hourly):>9}/h")
+    out.append(f"  {'ceiling, Spot where allowed':<{width}} {'':>4}   {'':>9}  = {_money(est.ceiling_spot_hourly):>9}/h")
+    if est.alternatives:
+        out += ["", "Alternatives (change to the idle figure):"]
+        for line in est.alternatives:
+            out.append(f"  {line.item}")
+            out.append(f"      {line.hourly:+.4f} $/h  -> idle {_money(est.idle_hourly + line.hourly)}/h")
+    return "\n".join(out)
+
+
+def budget_problems(est: Estimate, max_idle: float | None, max_ceiling: float | None) -> list[str]:
+    problems = []
+    if max_idle is not None and est.idle_hourly > max_idle + 1e-9:
+        problems.append(f"cost.max_idle_usd_per_hour: the idle estimate is {_money(est.idle_hourly)}/h, "
+                        f"above the budget of {_money(max_idle)}/h")
+    if max_ceiling is not None and est.ceiling_spot_hourly > max_ceiling + 1e-9:
+        problems.append(f"cost.max_ceiling_usd_per_hour: the ceiling estimate (Spot where allowed) is "
+                        f"{_money(est.ceiling_spot_hourly)}/h, above the budget of {_money(max_ceiling)}/h")
+    return problems
+
+
+def stage_assemblies(outdir: str | Path) -> Iterable[Path]:
+    """Each deployable stage of a cloud assembly (the direct stage and any pipeline stages)."""
+    return sorted(p for p in Path(outdir).glob("assembly-*") if p.is_dir())
