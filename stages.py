@@ -111,7 +111,6 @@ class PlatformStage(cdk.Stage):
                 "--rows", str(validation.rows),
                 "--rounds", str(validation.rounds),
                 "--min-auc", str(validation.min_auc),
-                "--storage-path", "$DF_CHECKPOINT_URI",
             ],
             pipeline_account=pipeline_account,
             encryption_key=self.cluster.key,

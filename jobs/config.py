@@ -19,6 +19,9 @@ LOCAL = "local"
 # path at 107 bytes, which leaves roughly this much for the temp dir itself.
 MAX_RAY_TEMP_DIR_CHARS = 50
 DEFAULT_STORAGE_PATH = os.path.join(tempfile.gettempdir(), "dynamic-factory", "ray-results")
+# On the platform's RayCluster every Ray container carries the checkpoint bucket's URI in this
+# variable (charts/raycluster.py); a job submitted there checkpoints to S3 without being told.
+CHECKPOINT_ENV = "DF_CHECKPOINT_URI"
 # Controller poll interval for embedded local runs (Ray's default is 2 s per poll).
 LOCAL_HEALTH_CHECK_INTERVAL_S = "0.2"
 
@@ -123,8 +126,9 @@ def build_parser(prog: str = "python -m jobs.xgboost_validation") -> argparse.Ar
                    help="worker-group restarts Ray Train may do (-1 = unlimited)")
     g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints,
                    help="checkpoints kept in the storage path (0 = all)")
-    g.add_argument("--storage-path", default=d.storage_path,
-                   help="run output and checkpoints: local dir or s3://bucket/prefix")
+    g.add_argument("--storage-path", default=os.environ.get(CHECKPOINT_ENV) or d.storage_path,
+                   help=f"run output and checkpoints: local dir or s3://bucket/prefix (default: ${CHECKPOINT_ENV} "
+                        "when set, as on the platform's Ray cluster, else a local temp dir)")
     g.add_argument("--run-name", default=None,
                    help="Ray Train run name (default: unique per run); reuse a name with the "
                         "same --storage-path to resume an interrupted run")

@@ -362,3 +362,13 @@ def test_summary_text_and_json():
     assert "\n" not in s.to_json()
     # non-finite numbers become null, so the line stays strict JSON
     assert json.loads(_summary(fit_seconds=0.0).to_json())["rows_per_second"] is None
+
+
+
+def test_storage_path_defaults_to_the_cluster_checkpoint_uri(monkeypatch):
+    from jobs import config as job_config
+
+    monkeypatch.setenv(job_config.CHECKPOINT_ENV, "s3://ckpt-bucket/checkpoints")
+    assert job_config.parse_config([]).storage_path == "s3://ckpt-bucket/checkpoints"
+    monkeypatch.delenv(job_config.CHECKPOINT_ENV)
+    assert job_config.parse_config([]).storage_path.startswith("/")

@@ -173,3 +173,9 @@ def test_invoker_role_only_with_a_pipeline(platform, pipeline_platform):
     stage = pipeline_platform.stages["prod"]
     names = [r["Properties"].get("RoleName") for r in stage["Ray"]["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
     assert "dynamic-factory-validation-invoker" in names
+
+
+def test_the_job_and_the_chart_agree_on_the_checkpoint_variable():
+    from jobs import config as job_config
+
+    assert job_config.CHECKPOINT_ENV == rc.CHECKPOINT_ENV
