@@ -43,6 +43,17 @@ RAY_VERSION = "2.60.0"
 RAY_PYTHON_VERSION = "3.11"
 XGBOOST_VERSION = "3.2.0"
 
+# Every Helm chart the platform installs, by chart name: (repository, version). Releases are
+# named after their chart (cdk_constructs/helm.py).
+HELM_CHARTS: dict[str, tuple[str, str]] = {
+    "cilium": (CILIUM_CHART_REPO, CILIUM_CHART_VERSION),
+    "karpenter-crd": (KARPENTER_CHART_REPO, KARPENTER_CHART_VERSION),
+    "karpenter": (KARPENTER_CHART_REPO, KARPENTER_CHART_VERSION),
+    "nvidia-device-plugin": (NVIDIA_DEVICE_PLUGIN_REPO, NVIDIA_DEVICE_PLUGIN_VERSION),
+    "kuberay-operator": (KUBERAY_CHART_REPO, KUBERAY_CHART_VERSION),
+    "jupyterhub": (JUPYTERHUB_CHART_REPO, JUPYTERHUB_CHART_VERSION),
+}
+
 # EKS managed add-ons. None lets EKS choose the default build for the cluster's
 # Kubernetes version, which is the build AWS tests against that version.
 EKS_ADDONS: dict[str, str | None] = {

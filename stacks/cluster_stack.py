@@ -14,6 +14,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 import versions
+from cdk_constructs.helm import pinned_chart
 from cdk_constructs.pod_identity import PodIdentityRole
 from charts import cilium_values
 from charts import karpenter_nodes as kn
@@ -228,14 +229,12 @@ class ClusterStack(cdk.Stack):
             api_server_host=cilium_values.endpoint_hostname(self.cluster.cluster_endpoint),
             subnet_tag=(DISCOVERY_TAG, self.cluster_name),
         )
-        chart = self.cluster.add_helm_chart(
-            "Cilium",
+        chart = pinned_chart(
+            self.cluster,
+            "chart-Cilium",
+            cluster=self.cluster,
             chart="cilium",
-            repository=versions.CILIUM_CHART_REPO,
-            version=versions.CILIUM_CHART_VERSION,
-            release="cilium",
             namespace=cilium_values.NAMESPACE,
-            create_namespace=False,
             values=values.to_values(),
             # No wait: the agents can only start once the node group (which waits for
             # this release) has nodes.

@@ -18,6 +18,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 import versions
+from cdk_constructs.helm import pinned_chart
 from cdk_constructs.pod_identity import PodIdentityRole
 from charts import jupyterhub_values as jh
 from charts import karpenter_nodes as kn
@@ -101,16 +102,12 @@ class JupyterHubStack(cdk.Stack):
             home_capacity=f"{home_capacity_gib}Gi",
             cull_timeout_seconds=cull_timeout_seconds,
         )
-        self.release = eks.HelmChart(
+        self.release = pinned_chart(
             self,
             "JupyterHub",
             cluster=cluster,
             chart="jupyterhub",
-            repository=versions.JUPYTERHUB_CHART_REPO,
-            version=versions.JUPYTERHUB_CHART_VERSION,
-            release="jupyterhub",
-            namespace=NAMESPACE,
-            create_namespace=False,  # created by the Ray stack together with the Ray token copy
+            namespace=NAMESPACE,  # created by the Ray stack together with the Ray token copy
             values=values.to_values(),
             timeout=cdk.Duration.minutes(15),
         )

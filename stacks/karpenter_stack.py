@@ -15,7 +15,7 @@ import aws_cdk as cdk
 from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct
 
-import versions
+from cdk_constructs.helm import pinned_chart
 from cdk_constructs.karpenter_iam import KarpenterControllerRole, KarpenterNodeRole
 from cdk_constructs.karpenter_interruption import KarpenterInterruptionQueue
 from cdk_constructs.pod_identity import PodIdentityRole
@@ -96,27 +96,13 @@ class KarpenterStack(cdk.Stack):
         # The role is useless to the controller until its policies are attached.
         identity.association.node.add_dependency(self.controller)
 
-        self.crd_chart = eks.HelmChart(
-            self,
-            "KarpenterCrd",
-            cluster=cluster,
-            chart="karpenter-crd",
-            repository=versions.KARPENTER_CHART_REPO,
-            version=versions.KARPENTER_CHART_VERSION,
-            release="karpenter-crd",
-            namespace=NAMESPACE,
-            create_namespace=False,
-        )
-        self.controller_chart = eks.HelmChart(
+        self.crd_chart = pinned_chart(self, "KarpenterCrd", cluster=cluster, chart="karpenter-crd", namespace=NAMESPACE)
+        self.controller_chart = pinned_chart(
             self,
             "Karpenter",
             cluster=cluster,
             chart="karpenter",
-            repository=versions.KARPENTER_CHART_REPO,
-            version=versions.KARPENTER_CHART_VERSION,
-            release="karpenter",
             namespace=NAMESPACE,
-            create_namespace=False,
             skip_crds=True,  # owned by the karpenter-crd release, so upgrades update them
             values=karpenter_values(cluster_name=cluster_name, queue_name=self.interruption.queue_name),
             wait=True,
@@ -144,16 +130,12 @@ class KarpenterStack(cdk.Stack):
 
         gpu_pools = [p for p in node_pools if p.gpu]
         if gpu_pools:
-            plugin = eks.HelmChart(
+            plugin = pinned_chart(
                 self,
                 "NvidiaDevicePlugin",
                 cluster=cluster,
                 chart="nvidia-device-plugin",
-                repository=versions.NVIDIA_DEVICE_PLUGIN_REPO,
-                version=versions.NVIDIA_DEVICE_PLUGIN_VERSION,
-                release="nvidia-device-plugin",
                 namespace=NAMESPACE,
-                create_namespace=False,
                 values=device_plugin_values(gpu_pools[0]),
             )
             # GPU pods are only schedulable once the plugin advertises nvidia.com/gpu.

@@ -18,6 +18,7 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 import versions
+from cdk_constructs.helm import pinned_chart
 from cdk_constructs.ray_storage import RayStorage
 from cdk_constructs.validation_runner import ValidationRunner
 from charts import karpenter_nodes as kn
@@ -70,14 +71,11 @@ class RayStack(cdk.Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
 
-        self.operator = eks.HelmChart(
+        self.operator = pinned_chart(
             self,
             "KubeRayOperator",
             cluster=cluster,
             chart="kuberay-operator",
-            repository=versions.KUBERAY_CHART_REPO,
-            version=versions.KUBERAY_CHART_VERSION,
-            release="kuberay-operator",
             namespace=OPERATOR_NAMESPACE,
             create_namespace=True,
             values=kuberay_operator_values(),

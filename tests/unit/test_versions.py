@@ -40,3 +40,11 @@ def test_every_supported_kubernetes_version_has_its_kubectl_layer_pinned():
 def test_cilium_version_matches_the_vendored_chart():
     chart = yaml.safe_load((ROOT / "schemas" / "cilium" / "Chart.yaml").read_text())
     assert chart["version"] == versions.CILIUM_CHART_VERSION
+
+
+def test_every_helm_release_is_a_pinned_chart(any_platform):
+    releases = any_platform.assembly.helm_releases()
+    assert releases
+    for name, release in releases.items():
+        repository, version = versions.HELM_CHARTS[release.properties["Chart"]]
+        assert (release.properties["Repository"], release.properties["Version"]) == (repository, version), name
