@@ -80,6 +80,7 @@ from typing import Any, Sequence
 import aws_cdk as cdk
 
 import versions
+from charts import raycluster
 from charts.karpenter_nodes import NodePoolSettings, pool_placement
 from charts.storage import DEFAULT_STORAGE_CLASS
 
@@ -106,18 +107,18 @@ __all__ = [
 
 JUPYTERHUB_NAMESPACE = "jupyterhub"
 
-# Fixed contract with the Ray part (namespace ``ray``, RayCluster ``ray``, head Service ``ray-head-svc``).
-RAY_NAMESPACE = "ray"
-RAY_CLUSTER_NAME = "ray"
-RAY_HEAD_SERVICE = "ray-head-svc"
-RAY_DASHBOARD_PORT = 8265
-RAY_CLIENT_PORT = 10001
-RAY_ADDRESS = f"http://{RAY_HEAD_SERVICE}.{RAY_NAMESPACE}.svc.cluster.local:{RAY_DASHBOARD_PORT}"
+# The Ray side of the contract is defined once, by the RayCluster chart.
+RAY_NAMESPACE = raycluster.NAMESPACE
+RAY_CLUSTER_NAME = raycluster.CLUSTER_NAME
+RAY_HEAD_SERVICE = raycluster.HEAD_SERVICE
+RAY_DASHBOARD_PORT = raycluster.DASHBOARD_PORT
+RAY_CLIENT_PORT = raycluster.CLIENT_PORT
+RAY_ADDRESS = raycluster.DASHBOARD_URL
 # Ray's token authentication (Ray >= 2.52): RAY_AUTH_MODE=token turns it on, RAY_AUTH_TOKEN is the token.
 RAY_AUTH_MODE_ENV = "RAY_AUTH_MODE"
 RAY_TOKEN_ENV = "RAY_AUTH_TOKEN"
-RAY_AUTH_SECRET_NAME = "ray-auth-token"
-RAY_AUTH_SECRET_KEY = "token"
+RAY_AUTH_SECRET_NAME = raycluster.TOKEN_SECRET
+RAY_AUTH_SECRET_KEY = raycluster.TOKEN_KEY
 # Labels KubeRay puts on the Ray pods.
 RAY_HEAD_POD_LABELS = {"ray.io/cluster": RAY_CLUSTER_NAME, "ray.io/node-type": "head"}
 

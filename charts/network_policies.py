@@ -46,6 +46,7 @@ from typing import Any, Mapping
 import cdk8s
 from constructs import Construct
 
+from charts import raycluster
 from charts.k8s import api_object
 
 __all__ = [
@@ -61,12 +62,12 @@ __all__ = [
     "ray_network_policies",
 ]
 
-RAY_NAMESPACE = "ray"
-RAY_CLUSTER_NAME = "ray"
+RAY_NAMESPACE = raycluster.NAMESPACE
+RAY_CLUSTER_NAME = raycluster.CLUSTER_NAME
 JUPYTERHUB_NAMESPACE = "jupyterhub"
 KUBERAY_OPERATOR_NAMESPACE = "kuberay-system"
-RAY_DASHBOARD_PORT = 8265
-RAY_CLIENT_PORT = 10001
+RAY_DASHBOARD_PORT = raycluster.DASHBOARD_PORT
+RAY_CLIENT_PORT = raycluster.CLIENT_PORT
 
 # Set by the API server on every namespace (Kubernetes >= 1.22); namespace owners cannot change it.
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"

@@ -24,11 +24,11 @@ from cdk_constructs.validation_runner import ValidationRunner
 from charts import karpenter_nodes as kn
 from charts import raycluster as rc
 from charts.k8s import cdk8s_app
+from charts.jupyterhub_values import JUPYTERHUB_NAMESPACE as NOTEBOOK_NAMESPACE
+from charts.network_policies import KUBERAY_OPERATOR_NAMESPACE as OPERATOR_NAMESPACE
 from charts.network_policies import RayNetworkPoliciesChart
 from stacks.cluster_stack import SYSTEM_NODE_LABEL, SYSTEM_TOLERATION
 
-OPERATOR_NAMESPACE = "kuberay-system"
-NOTEBOOK_NAMESPACE = "jupyterhub"
 
 
 def kuberay_operator_values() -> dict[str, Any]:
