@@ -30,7 +30,6 @@ from charts.network_policies import RayNetworkPoliciesChart
 from stacks.cluster_stack import SYSTEM_NODE_LABEL, SYSTEM_TOLERATION
 
 
-
 def kuberay_operator_values() -> dict[str, Any]:
     """Helm values of the kuberay-operator chart (keys exist in its values.yaml; tests check)."""
     return {
