@@ -24,6 +24,13 @@ def cdk_json_context() -> dict[str, Any]:
     return json.loads((ROOT / "cdk.json").read_text())["context"]
 
 
+def feature_flags() -> dict[str, Any]:
+    """cdk.json's context without the platform config: for tests that synthesize single constructs."""
+    context = cdk_json_context()
+    context.pop(config_mod.CONTEXT_KEY, None)
+    return context
+
+
 @dataclass
 class SynthesizedPlatform:
     config: config_mod.PlatformConfig

@@ -6,7 +6,6 @@ One small env-agnostic stack, synthesized once for the module.
 from __future__ import annotations
 
 import json
-import pathlib
 
 import aws_cdk as cdk
 import pytest
@@ -19,8 +18,8 @@ from cdk_constructs.karpenter_iam import (
     KarpenterNodeRole,
 )
 from cdk_constructs.karpenter_interruption import INTERRUPTION_EVENT_KINDS, KarpenterInterruptionQueue
+from tests.platform_synth import feature_flags
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 CLUSTER = "df-unit"
 CLUSTER_TAG = f"kubernetes.io/cluster/{CLUSTER}"
 
@@ -44,18 +43,9 @@ MUTATING_EC2_ACTIONS = {"ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunch
 UNSCOPABLE_ACTIONS = {"iam:ListInstanceProfiles"}
 
 
-def _cdk_context() -> dict:
-    path = ROOT / "cdk.json"
-    if not path.exists():
-        return {}
-    context = json.loads(path.read_text()).get("context", {})
-    context.pop("platform", None)
-    return context
-
-
 class Synth:
     def __init__(self) -> None:
-        app = cdk.App(context=_cdk_context(), builtin_cloud_formation_validation=False)
+        app = cdk.App(context=feature_flags(), builtin_cloud_formation_validation=False)
         self.stack = cdk.Stack(app, "KarpenterUnit")
         self.interruption = KarpenterInterruptionQueue(self.stack, "Interruption", queue_name=CLUSTER)
         self.node = KarpenterNodeRole(self.stack, "NodeRole")

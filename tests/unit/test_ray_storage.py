@@ -6,7 +6,6 @@ One small env-agnostic stack with an imported cluster (no kubectl provider neede
 from __future__ import annotations
 
 import json
-import pathlib
 
 import aws_cdk as cdk
 import pytest
@@ -14,23 +13,14 @@ from aws_cdk import aws_eks_v2 as eks
 from aws_cdk.assertions import Template
 
 from cdk_constructs.ray_storage import ACCESS_LOG_PREFIX, RayStorage
+from tests.platform_synth import feature_flags
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 CLUSTER = "df-unit"
-
-
-def _cdk_context() -> dict:
-    path = ROOT / "cdk.json"
-    if not path.exists():
-        return {}
-    context = json.loads(path.read_text()).get("context", {})
-    context.pop("platform", None)
-    return context
 
 
 class Synth:
     def __init__(self, **kwargs) -> None:
-        app = cdk.App(context=_cdk_context(), builtin_cloud_formation_validation=False)
+        app = cdk.App(context=feature_flags(), builtin_cloud_formation_validation=False)
         self.stack = cdk.Stack(app, "RayStorageUnit")
         cluster = eks.Cluster.from_cluster_attributes(self.stack, "Cluster", cluster_name=CLUSTER)
         self.storage = RayStorage(self.stack, "RayStorage", cluster=cluster, **kwargs)
