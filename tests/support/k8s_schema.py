@@ -192,9 +192,17 @@ def _short_message(err: jsonschema.ValidationError) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _load_crd_cached(path: str, version: str | None) -> CrdSchema:
+def read_crd(path: str) -> dict[str, Any]:
+    """A CRD file, parsed once per session. The KubeRay CRDs are ~1 MB each: libyaml's loader parses them about
+    20x faster than the pure-Python one. Callers must not mutate the result."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with open(path, encoding="utf-8") as fh:
-        crd = yaml.safe_load(fh)
+        return yaml.load(fh, Loader=loader)  # noqa: S506 - a safe loader
+
+
+@functools.lru_cache(maxsize=None)
+def _load_crd_cached(path: str, version: str | None) -> CrdSchema:
+    crd = read_crd(path)
     if not isinstance(crd, dict) or crd.get("kind") != "CustomResourceDefinition":
         raise ValueError(f"{path}: not a CustomResourceDefinition")
     spec = crd["spec"]
