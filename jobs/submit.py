@@ -48,13 +48,17 @@ def pinned_ray_version(path: Path = JOBS_DIR / "requirements.txt") -> str:
     raise ValueError(f"{path.name} pins no Ray version")
 
 
-def runtime_env(extra_env: Optional[Mapping[str, str]] = None, *, jobs_dir: Path = JOBS_DIR) -> dict[str, Any]:
-    """Ship the ``jobs`` package and install its pinned dependencies on top of the Ray image."""
-    env: dict[str, Any] = {
-        "py_modules": [str(Path(jobs_dir).resolve())],
+def runtime_env(extra_env: Optional[Mapping[str, str]] = None, *, jobs_dir: Path = JOBS_DIR,
+                install_requirements: bool = True) -> dict[str, Any]:
+    """Ship the ``jobs`` package and install its pinned dependencies on top of the Ray image.
+
+    ``install_requirements=False`` leaves out ``pip``: for a Ray that already has the pinned
+    dependencies (an embedded local Ray in tests), so that nothing is installed at submit time.
+    """
+    env: dict[str, Any] = {"py_modules": [str(Path(jobs_dir).resolve())]}
+    if install_requirements:
         # pip_check off: the image's own packages are not ours to police.
-        "pip": {"packages": job_requirements(Path(jobs_dir) / "requirements.txt"), "pip_check": False},
-    }
+        env["pip"] = {"packages": job_requirements(Path(jobs_dir) / "requirements.txt"), "pip_check": False}
     if extra_env:
         env["env_vars"] = dict(extra_env)
     return env

@@ -14,7 +14,12 @@ Everything the JupyterHub single-user server needs is in its environment (set by
 The job code is not in the Ray image: the ``jobs/`` package of this repository is uploaded with the job
 (``runtime_env.py_modules``), and XGBoost is pinned in ``runtime_env.pip``. The entrypoint runs on the
 head, which advertises no CPUs; it asks for none, and Ray Train schedules the workers on the Spot
-workers.
+workers. ``DF_JOB_PIP=0`` leaves ``runtime_env.pip`` out, for a Ray that already has the job's pinned
+dependencies (the embedded local Ray of ``tests/behaviour/test_notebook_executes.py``: nothing is
+installed at test time).
+
+In the notebook image this module and ``jobs/`` are importable from any directory (``PYTHONPATH``, see
+``images/notebook/Dockerfile``); in a clone, open the notebook from ``notebooks/``.
 
 Only ``make_client`` and ``plot_metric`` import Ray / matplotlib; the rest is plain Python, unit-tested
 without a cluster (``tests/unit/test_notebook.py``).
@@ -54,6 +59,9 @@ JOB_MODULE = "jobs.xgboost_validation"
 ADDRESS_ENV = "RAY_ADDRESS"
 TOKEN_ENV = "RAY_AUTH_TOKEN"
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
+# "0": submit without runtime_env.pip (the cluster already has the job's dependencies). Default "1".
+JOB_PIP_ENV = "DF_JOB_PIP"
+_TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
 # The job prints its summary as the last stdout line: a JSON object, optionally after this prefix.
 SUMMARY_PREFIX = "XGBOOST_VALIDATION_SUMMARY "
 TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
@@ -154,8 +162,20 @@ def build_entrypoint(workers: int, rows: int, rounds: int, extra_args: Sequence[
     )
 
 
-def build_runtime_env(jobs_dir: os.PathLike, env_vars: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
-    """Upload ``jobs/`` as a module (importable by the entrypoint and the workers) with its pinned deps."""
+def job_pip_enabled(env: Optional[Mapping[str, str]] = None) -> bool:
+    """Whether the job installs its pinned dependencies (``runtime_env.pip``): ``DF_JOB_PIP``, default on."""
+    env = os.environ if env is None else env
+    value = (env.get(JOB_PIP_ENV) or "1").strip().lower()
+    if value not in _TRUE | _FALSE:
+        raise RaySubmitError(f"{JOB_PIP_ENV}={value!r}: use 1 (install the job's pinned dependencies, the "
+                             "default) or 0 (the Ray cluster already has them)")
+    return value in _TRUE
+
+
+def build_runtime_env(jobs_dir: os.PathLike, env_vars: Optional[Mapping[str, str]] = None,
+                      install_requirements: Optional[bool] = None) -> Dict[str, Any]:
+    """Upload ``jobs/`` as a module (importable by the entrypoint and the workers) with its pinned deps
+    (``runtime_env.pip``; ``install_requirements`` defaults to ``DF_JOB_PIP``)."""
     jobs_dir = Path(jobs_dir)
     if not (jobs_dir / "__init__.py").is_file() or not (jobs_dir / "xgboost_validation.py").is_file():
         raise RaySubmitError(f"{jobs_dir} is not the jobs package (needs __init__.py and xgboost_validation.py)")
@@ -166,7 +186,9 @@ def build_runtime_env(jobs_dir: os.PathLike, env_vars: Optional[Mapping[str, str
         bad = [k for k, v in env_vars.items() if not isinstance(k, str) or not isinstance(v, str)]
         if bad:
             raise ValueError(f"env_vars must map strings to strings: {bad}")
-    return _job_submit.runtime_env(env_vars, jobs_dir=jobs_dir)
+    if install_requirements is None:
+        install_requirements = job_pip_enabled()
+    return _job_submit.runtime_env(env_vars, jobs_dir=jobs_dir, install_requirements=install_requirements)
 
 
 def submit(client, entrypoint: str, runtime_env: Mapping[str, Any],

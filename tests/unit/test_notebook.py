@@ -7,6 +7,7 @@ import json
 import re
 import shlex
 import sys
+import types
 
 import nbformat
 import pytest
@@ -138,6 +139,47 @@ def test_runtime_env_uploads_jobs_and_pins_xgboost(rs):
     assert env["env_vars"] == {"PYTHONUNBUFFERED": "1"}
     assert "working_dir" not in env  # only the jobs package is uploaded, not the whole repository
     json.dumps(env)  # Ray sends it as JSON
+
+
+def test_runtime_env_without_pip_for_a_ray_that_has_the_dependencies(rs, monkeypatch):
+    """DF_JOB_PIP=0 (the notebook's behaviour test on a local Ray): nothing to pip-install at submit time."""
+    monkeypatch.delenv(rs.JOB_PIP_ENV, raising=False)
+    assert "pip" in rs.build_runtime_env(JOBS_DIR)  # the platform's default
+    monkeypatch.setenv(rs.JOB_PIP_ENV, "0")
+    env = rs.build_runtime_env(JOBS_DIR)
+    assert "pip" not in env and env["py_modules"] == [str(JOBS_DIR.resolve())]
+    assert "pip" in rs.build_runtime_env(JOBS_DIR, install_requirements=True)  # an explicit argument wins
+
+
+@pytest.mark.parametrize("value,expected", [(None, True), ("", True), ("1", True), ("true", True),
+                                            ("0", False), ("off", False), (" FALSE ", False)])
+def test_job_pip_switch_values(rs, value, expected):
+    assert rs.job_pip_enabled({} if value is None else {rs.JOB_PIP_ENV: value}) is expected
+
+
+def test_job_pip_switch_refuses_other_values(rs):
+    with pytest.raises(rs.RaySubmitError, match="DF_JOB_PIP='maybe'"):
+        rs.job_pip_enabled({rs.JOB_PIP_ENV: "maybe"})
+
+
+def _run_parameters_cell(rs, environ):
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    (cell,) = [c for c in nb.cells if c.cell_type == "code" and "WORKERS =" in c.source]
+    namespace = {"os": types.SimpleNamespace(environ=environ), "ray_submit": rs, "print": lambda *a: None}
+    exec(compile(cell.source, "<parameters>", "exec"), namespace)
+    return namespace
+
+
+def test_parameters_cell_defaults_and_environment_overrides(rs):
+    """Platform-sized by default; DF_NOTEBOOK_<NAME> for a small run (the notebook's behaviour test)."""
+    ns = _run_parameters_cell(rs, {})
+    assert (ns["WORKERS"], ns["ROWS"], ns["ROUNDS"], ns["CHECKPOINT_EVERY"], ns["POLL_S"]) == (2, 200_000, 50, 10, 3)
+    assert ns["extra_args"] == ["--checkpoint-every", "10"]
+    ns = _run_parameters_cell(rs, {"DF_NOTEBOOK_WORKERS": "1", "DF_NOTEBOOK_ROWS": "2000", "DF_NOTEBOOK_ROUNDS": "4",
+                                   "DF_NOTEBOOK_CHECKPOINT_EVERY": "2", "DF_NOTEBOOK_POLL_S": "0.5",
+                                   "RAY_JOB_STORAGE_PATH": "s3://b/p"})
+    assert (ns["WORKERS"], ns["ROWS"], ns["ROUNDS"], ns["POLL_S"]) == (1, 2000, 4, 0.5)
+    assert ns["extra_args"] == ["--checkpoint-every", "2", "--storage-path", "s3://b/p"]
 
 
 def test_runtime_env_refuses_a_wrong_directory(rs, tmp_path):
