@@ -95,10 +95,23 @@ ACKNOWLEDGEMENTS: tuple[Acknowledgement, ...] = (
         Acknowledgement(
             "Cluster/CiliumOperatorIdentity/Policy/Resource",
             f"AwsSolutions-IAM5[Resource::{_EC2}:{kind}/*]",
-            f"ENI management needs any {kind} of this account and region, and every statement is limited "
-            "to resources in this VPC by the ec2:Vpc condition",
+            f"ENI IPAM uses {kind}s of this account and region it cannot name in advance; {scope}",
         )
-        for kind in ("instance", "network-interface", "security-group", "subnet")
+        for kind, scope in (
+            ("network-interface", "every change to an existing ENI requires ec2:Vpc = this VPC, and a new ENI "
+             "can only be created in a subnet of this VPC"),
+            ("security-group", "limited to this VPC by the ec2:Vpc condition"),
+            ("subnet", "limited to this VPC by the ec2:Vpc condition"),
+            ("instance", "limited to this cluster's nodes by the kubernetes.io/cluster/<name>=owned tag "
+             "(ec2:Vpc does not exist on instances)"),
+            ("prefix-list", "read-only (GetManagedPrefixListEntries) on the account's own prefix lists"),
+        )
+    ),
+    Acknowledgement(
+        "Cluster/CiliumOperatorIdentity/Policy/Resource",
+        "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:aws:prefix-list/*]",
+        "read-only (GetManagedPrefixListEntries) on the AWS-managed prefix lists of this region, whose ids "
+        "differ per region and which the operator discovers at run time",
     ),
     # --- node and add-on roles ------------------------------------------------------
     *(
