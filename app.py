@@ -62,6 +62,16 @@ def check_budget(assembly_dir: str, config) -> list[str]:
     return budget_problems(est, config.cost.max_idle_usd_per_hour, config.cost.max_ceiling_usd_per_hour)
 
 
+def check_first_boot(assembly_dir: str) -> list[str]:
+    """The first-boot model (tools/boot) over the synthesized stage: what would not come up on a real deploy."""
+    from pathlib import Path
+
+    from tools.boot.model import BootModel
+
+    verdicts = BootModel(Path(assembly_dir) / f"assembly-{STAGE_ID}").run()
+    return [f"[{v.step}] {v.check} {v.subject}: {v.detail}" for v in verdicts if not v.ok]
+
+
 def main() -> int:
     app = cdk.App()
     try:
@@ -74,6 +84,11 @@ def main() -> int:
     if problems:
         print("error: the platform is over its cost budget (see `make cost`):\n"
               + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
+        return 2
+    problems = check_first_boot(assembly.directory)
+    if problems:
+        print("error: this configuration would not boot (details: `python -m tools.boot cdk.out/assembly-"
+              f"{STAGE_ID}`):\n" + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
         return 2
     return 0
 

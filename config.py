@@ -160,7 +160,30 @@ class ClusterConfig(_Model):
         return arns
 
 
+def subnet_plan(vpc_cidr: str, az_count: int, masks: tuple[int, int]) -> list[str] | None:
+    """The subnets the VPC gets, allocated as CDK's ``IpAddresses.cidr`` does: in order (one public subnet
+    per zone, then one private per zone), each at the next free address aligned to its size. None when
+    they do not fit in ``vpc_cidr`` (tests compare this with CDK's own allocator)."""
+    net = ipaddress.ip_network(vpc_cidr)
+    subnets, next_free = [], int(net.network_address)
+    for mask in masks:
+        for _ in range(az_count):
+            size = 2 ** (32 - mask)
+            start = -(-next_free // size) * size
+            subnet = ipaddress.ip_network((start, mask))
+            if subnet.broadcast_address > net.broadcast_address:
+                return None
+            subnets.append(str(subnet))
+            next_free = start + size
+    return subnets
+
+
 class NetworkConfig(_Model):
+    # One public /24 (NAT gateways, load balancers) and one private /19 (nodes and, under Cilium ENI
+    # mode, every pod) per availability zone.
+    PUBLIC_SUBNET_MASK: ClassVar[int] = 24
+    PRIVATE_SUBNET_MASK: ClassVar[int] = 19
+
     vpc_cidr: str = "10.0.0.0/16"
     az_count: int = Field(2, ge=2, le=3)
     availability_zones: tuple[str, ...] = ()
@@ -196,6 +219,14 @@ class NetworkConfig(_Model):
             raise ValueError(
                 "az_count above 2 needs availability_zones listed by name: an environment-agnostic synth "
                 "can only resolve two zones"
+            )
+        masks = (self.PUBLIC_SUBNET_MASK, self.PRIVATE_SUBNET_MASK)
+        if subnet_plan(self.vpc_cidr, self.az_count, masks) is None:
+            fits = [p for p in range(16, 21) if subnet_plan(f"10.0.0.0/{p}", self.az_count, masks) is not None]
+            raise ValueError(
+                f"vpc_cidr {self.vpc_cidr!r} has no room for {self.az_count} public /{masks[0]} and "
+                f"{self.az_count} private /{masks[1]} subnets: with az_count {self.az_count} the prefix must be "
+                f"/{max(fits)} or shorter"
             )
         if self.nat_gateways > self.az_count:
             raise ValueError(f"nat_gateways ({self.nat_gateways}) cannot exceed az_count ({self.az_count})")

@@ -47,6 +47,8 @@ class PlatformStage(cdk.Stage):
             az_count=net_cfg.az_count,
             availability_zones=net_cfg.availability_zones,
             nat_gateways=net_cfg.nat_gateways,
+            public_subnet_mask=net_cfg.PUBLIC_SUBNET_MASK,
+            private_subnet_mask=net_cfg.PRIVATE_SUBNET_MASK,
         )
         self.cluster = ClusterStack(
             self,
@@ -73,6 +75,7 @@ class PlatformStage(cdk.Stage):
             description=f"Dynamic Factory {name}: Karpenter, interruption queue, node pools",
             cluster=self.cluster.cluster,
             cluster_name=name,
+            cluster_security_group_id=self.cluster.cluster_security_group_id,
             node_pools=config.karpenter.node_pools(),
             ami_alias=config.karpenter.ami_alias,
         )

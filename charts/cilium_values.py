@@ -13,8 +13,8 @@ Cilium replaces both the AWS VPC CNI and kube-proxy:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import aws_cdk as cdk
 
@@ -22,6 +22,12 @@ import aws_cdk as cdk
 # startup taint so no pod lands on a node before its network is ready.
 AGENT_NOT_READY_TAINT_KEY = "node.cilium.io/agent-not-ready"
 OPERATOR_SERVICE_ACCOUNT = "cilium-operator"
+# Of the chart's default operator tolerations (values.yaml of 1.20.0, operator.tolerations), those that apply
+# on EKS: the node lifecycle controller's not-ready taint and the cloud provider's uninitialized taint.
+OPERATOR_BOOT_TOLERATIONS = (
+    {"key": "node.kubernetes.io/not-ready", "operator": "Exists"},
+    {"key": "node.cloudprovider.kubernetes.io/uninitialized", "operator": "Exists"},
+)
 NAMESPACE = "kube-system"
 
 
@@ -47,6 +53,10 @@ class CiliumValues:
     api_server_port: int = 443
     operator_replicas: int = 2
     hubble_relay: bool = True
+    # Where the operator and the Hubble relay run: the system nodes (their label, and the toleration of
+    # their taint). Both run at idle; the operator must run before any node is Ready.
+    system_node_selector: Mapping[str, str] = field(default_factory=dict)
+    system_tolerations: tuple[Mapping[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         host = self.api_server_host
@@ -72,7 +82,25 @@ class CiliumValues:
             "k8sServicePort": self.api_server_port,
             # Two operators (one per system node); the operator is the only Cilium
             # component that calls the EC2 API.
-            "operator": {"replicas": self.operator_replicas},
+            "operator": {
+                "replicas": self.operator_replicas,
+                # Setting tolerations replaces the chart's defaults, which do not include the system nodes'
+                # taint: the operator would stay Pending, no node would get pod addresses, and none would
+                # turn Ready. Keep the defaults that matter on EKS: the operator runs on nodes that are not
+                # Ready yet (they become Ready only once it has given them addresses).
+                **({"nodeSelector": dict(self.system_node_selector)} if self.system_node_selector else {}),
+                "tolerations": [dict(t) for t in self.system_tolerations] + list(OPERATOR_BOOT_TOLERATIONS),
+            },
             "serviceAccounts": {"operator": {"create": True, "name": OPERATOR_SERVICE_ACCOUNT}},
-            "hubble": {"enabled": True, "relay": {"enabled": self.hubble_relay}, "ui": {"enabled": False}},
+            "hubble": {
+                "enabled": True,
+                # The relay is a Deployment that runs at idle: it must fit on the system nodes and tolerate
+                # their taint, or Karpenter keeps a node alive just for it.
+                "relay": {
+                    "enabled": self.hubble_relay,
+                    **({"nodeSelector": dict(self.system_node_selector)} if self.system_node_selector else {}),
+                    **({"tolerations": [dict(t) for t in self.system_tolerations]} if self.system_tolerations else {}),
+                },
+                "ui": {"enabled": False},
+            },
         }

@@ -44,8 +44,10 @@ Choices (and why):
 
 * **Single-user pods.** uid 1000 / fsGid 100 (the Jupyter docker-stacks ``jovyan`` user and ``users``
   group), ``allowPrivilegeEscalation: false``, all capabilities dropped, RuntimeDefault seccomp; a
-  ``gp3`` home volume per user; idle culling on; the cloud metadata service (169.254.169.254) blocked
-  twice: by z2jh's iptables init container and by the network policy (``cloudMetadataServer: false``).
+  ``gp3`` home volume per user; idle culling on; the cloud metadata service (169.254.169.254) out of
+  reach twice: IMDSv2 with hop limit 1 on every node, and the network policy (``cloudMetadataServer:
+  false``). z2jh's iptables init container is off: it is privileged, which Pod Security ``baseline``
+  refuses.
 
 * **Notebook → Ray.** Every server gets ``RAY_ADDRESS`` (the head Service's Jobs API, port 8265),
   ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` from the Secret ``ray-auth-token`` (key ``token``) in
@@ -752,7 +754,10 @@ class JupyterHubValues:
                 "homeMountPath": self.home_mount_path,
                 "dynamic": {"storageClass": self.storage_class},
             },
-            "cloudMetadata": {"blockWithIptables": True, "ip": CLOUD_METADATA_IP},
+            # No iptables init container: z2jh makes it privileged, root and NET_ADMIN, which the namespace's
+            # Pod Security level (baseline) refuses, so every spawn would fail. The metadata service is out of
+            # reach anyway: IMDSv2 with hop limit 1 on every node, and the egress policy below.
+            "cloudMetadata": {"blockWithIptables": False, "ip": CLOUD_METADATA_IP},
             **(
                 {"lifecycleHooks": {"postStart": {"exec": {"command": [
                     "sh", "-c", f"cp -n {shlex.quote(self.example_notebook)} \"$HOME/\" 2>/dev/null || true"]}}}}

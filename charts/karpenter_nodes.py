@@ -69,8 +69,7 @@ DEFAULT_AMI_ALIAS = "al2023@v20260818"
 DEFAULT_NODE_CLASS_NAME = "default"
 DEFAULT_ROOT_VOLUME_GIB = 100  # Ray / notebook images are several GiB; the AL2023 default is 20 GiB.
 
-# Subnets and security groups Karpenter may use carry this tag with the cluster name as value (set by the
-# network / cluster stacks).
+# Subnets Karpenter may use carry this tag with the cluster name as value (set by the network stack).
 DISCOVERY_TAG_KEY = "karpenter.sh/discovery"
 POOL_LABEL_KEY = "dynamic-factory/pool"
 
@@ -512,9 +511,12 @@ def pool_placement(pool: NodePoolSettings) -> dict[str, Any]:
 class KarpenterNodesChart(cdk8s.Chart):
     """One ``EC2NodeClass`` (named ``node_class_name``) and one ``NodePool`` per entry of ``node_pools``.
 
-    :param cluster_name: literal EKS cluster name: value of the ``karpenter.sh/discovery`` subnet and security
-        group selector tags.
+    :param cluster_name: literal EKS cluster name: value of the ``karpenter.sh/discovery`` subnet selector tag.
     :param node_role_name: the node IAM role *name* (a CDK token is fine): ``EC2NodeClass.spec.role``.
+    :param security_group_ids: ids of the security groups for the nodes (CDK tokens are fine): the cluster security
+        group that EKS creates. Selected by id, not by tag: EKS does not tag that group with the cluster's tags, and
+        a CDK tag on the imported group never reaches AWS, so a tag selector would match nothing and no node could
+        ever launch.
     :param node_pools: pools to create; default :func:`default_node_pools` (no GPU pool).
     :param ami_alias: pinned ``al2023@vYYYYMMDD`` alias (:data:`DEFAULT_AMI_ALIAS`).
     :param max_pods: ``kubelet.maxPods``; default :func:`max_pods_for_pools` of ``node_pools``. A larger value
@@ -531,6 +533,7 @@ class KarpenterNodesChart(cdk8s.Chart):
         *,
         cluster_name: str,
         node_role_name: str,
+        security_group_ids: Sequence[str],
         node_pools: Sequence[NodePoolSettings] | None = None,
         ami_alias: str = DEFAULT_AMI_ALIAS,
         max_pods: int | None = None,
@@ -541,6 +544,8 @@ class KarpenterNodesChart(cdk8s.Chart):
     ) -> None:
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
         pools = tuple(default_node_pools() if node_pools is None else node_pools)
+        if isinstance(security_group_ids, str) or not security_group_ids or not all(security_group_ids):
+            raise ValueError(f"security_group_ids must list at least one security group id, got {security_group_ids!r}")
         self._validate(
             cluster_name=cluster_name,
             node_role_name=node_role_name,
@@ -572,6 +577,7 @@ class KarpenterNodesChart(cdk8s.Chart):
                 "spec": self._node_class_spec(
                     cluster_name=cluster_name,
                     node_role_name=node_role_name,
+                    security_group_ids=tuple(security_group_ids),
                     ami_alias=ami_alias,
                     max_pods=max_pods,
                     root_volume_gib=root_volume_gib,
@@ -635,13 +641,14 @@ class KarpenterNodesChart(cdk8s.Chart):
     # -- manifests -----------------------------------------------------------------------------------------
 
     @staticmethod
-    def _node_class_spec(*, cluster_name, node_role_name, ami_alias, max_pods, root_volume_gib, tags) -> dict[str, Any]:
+    def _node_class_spec(*, cluster_name, node_role_name, security_group_ids, ami_alias, max_pods, root_volume_gib,
+                         tags) -> dict[str, Any]:
         discovery = [{"tags": {DISCOVERY_TAG_KEY: cluster_name}}]
         return {
             "amiSelectorTerms": [{"alias": ami_alias}],
             "role": node_role_name,
             "subnetSelectorTerms": discovery,
-            "securityGroupSelectorTerms": [{"tags": {DISCOVERY_TAG_KEY: cluster_name}}],
+            "securityGroupSelectorTerms": [{"id": sg} for sg in security_group_ids],
             # IMDSv2 only, hop limit 1: pods cannot reach the node's instance credentials (they use Pod Identity).
             "metadataOptions": {
                 "httpEndpoint": "enabled",

@@ -138,10 +138,13 @@ BOOTSTRAP_NAME = "ray-token-bootstrap"  # ServiceAccount, Roles, RoleBindings
 BOOTSTRAP_JOB = "ray-auth-token-bootstrap"
 BOOTSTRAP_JOB_TTL_SECONDS = 600
 
-# Autoscaler sidecar in the head pod (KubeRay's defaults, written out so that requests == limits is explicit).
-AUTOSCALER_CPU = "500m"
+# Autoscaler sidecar in the head pod, requests == limits. Half KubeRay's default CPU (500m): the v2 autoscaler
+# polls every few seconds and at this platform's scale (a few worker groups, tens of nodes) uses a few
+# millicores, while 500m left the system node that holds the head with about 10m of CPU to spare (the
+# first-boot model's headroom check, tools/boot).
+AUTOSCALER_CPU = "250m"
 AUTOSCALER_MEMORY = "512Mi"
-_AUTOSCALER_CPU_CORES = 0.5
+_AUTOSCALER_CPU_CORES = 0.25
 _AUTOSCALER_MEMORY_GIB = 0.5
 
 _DNS1123_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -14,7 +14,9 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 import versions
+from cdk_constructs.cilium_iam import cilium_operator_statements
 from cdk_constructs.helm import pinned_chart
+from cdk_constructs.kms_logs import allow_cloudwatch_logs
 from cdk_constructs.pod_identity import PodIdentityRole
 from charts import cilium_values
 from charts import karpenter_nodes as kn
@@ -36,58 +38,6 @@ def kubectl_layer(scope: Construct, kubernetes_version: str):
     module_name, class_name = versions.KUBERNETES_VERSIONS[kubernetes_version]
     layer_cls = getattr(importlib.import_module(module_name), class_name)
     return layer_cls(scope, "KubectlLayer")
-
-
-def cilium_operator_statements(vpc_arn: str) -> list[iam.PolicyStatement]:
-    """EC2 permissions of the Cilium operator in ENI IPAM mode (Cilium's ENI IPAM documentation).
-
-    Describe calls cannot be scoped by resource; every call that changes something is
-    limited to resources in this VPC.
-    """
-    region, account, partition = cdk.Aws.REGION, cdk.Aws.ACCOUNT_ID, cdk.Aws.PARTITION
-    in_vpc = {"ArnEquals": {"ec2:Vpc": vpc_arn}}
-    ec2_arn = f"arn:{partition}:ec2:{region}:{account}"
-    return [
-        iam.PolicyStatement(
-            sid="DescribeNetworking",
-            actions=[
-                "ec2:DescribeNetworkInterfaces",
-                "ec2:DescribeSubnets",
-                "ec2:DescribeVpcs",
-                "ec2:DescribeSecurityGroups",
-                "ec2:DescribeInstances",
-                "ec2:DescribeInstanceTypes",
-                "ec2:DescribeRouteTables",
-            ],
-            resources=["*"],
-            conditions={"StringEquals": {"aws:RequestedRegion": region}},
-        ),
-        iam.PolicyStatement(
-            sid="ManageEnisInThisVpc",
-            actions=[
-                "ec2:CreateNetworkInterface",
-                "ec2:AttachNetworkInterface",
-                "ec2:DetachNetworkInterface",
-                "ec2:DeleteNetworkInterface",
-                "ec2:ModifyNetworkInterfaceAttribute",
-                "ec2:AssignPrivateIpAddresses",
-                "ec2:UnassignPrivateIpAddresses",
-            ],
-            resources=[
-                f"{ec2_arn}:network-interface/*",
-                f"{ec2_arn}:subnet/*",
-                f"{ec2_arn}:security-group/*",
-                f"{ec2_arn}:instance/*",
-            ],
-            conditions=in_vpc,
-        ),
-        iam.PolicyStatement(
-            sid="TagNewEnis",
-            actions=["ec2:CreateTags"],
-            resources=[f"{ec2_arn}:network-interface/*"],
-            conditions={"StringEquals": {"ec2:CreateAction": "CreateNetworkInterface"}},
-        ),
-    ]
 
 
 class ClusterStack(cdk.Stack):
@@ -125,7 +75,7 @@ class ClusterStack(cdk.Stack):
             enable_key_rotation=True,
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
-        self.key.grant_encrypt_decrypt(iam.ServicePrincipal(f"logs.{self.region}.amazonaws.com"))
+        allow_cloudwatch_logs(self.key)
         # EKS writes control-plane logs to this exact log group name; creating it first
         # gives it encryption and a retention instead of "never expire".
         control_plane_logs = logs.LogGroup(
@@ -176,8 +126,10 @@ class ClusterStack(cdk.Stack):
         )
         # The log group must exist before EKS starts logging into it.
         self.cluster.node.add_dependency(control_plane_logs)
-        # Karpenter discovers the security group for its nodes by this tag.
-        cdk.Tags.of(self.cluster.cluster_security_group).add(DISCOVERY_TAG, cluster_name)
+        # The security group EKS creates for the cluster: Karpenter's nodes join it (selected by id,
+        # see KarpenterStack). aws_eks_v2 only imports it by id, so a CDK tag on it would never reach
+        # AWS, and EKS does not copy the cluster's tags onto it.
+        self.cluster_security_group_id = self.cluster.cluster_security_group_id
 
         for index, arn in enumerate(admin_principal_arns):
             self.cluster.grant_access(
@@ -190,14 +142,21 @@ class ClusterStack(cdk.Stack):
                 ],
             )
 
+        # The Pod Identity agent comes before Cilium, not after the nodes: in ENI mode the Cilium
+        # operator is the only caller of EC2 for pod addresses and gets its credentials through
+        # Pod Identity. Without the agent no node turns Ready and the node group (which waits for
+        # Cilium) fails with NodeCreationFailure. A DaemonSet add-on turns ACTIVE with no nodes,
+        # and its host-network pods tolerate every taint, so it starts with the first node.
+        pod_identity_agent = self._addon("eks-pod-identity-agent", after_nodes=False)
         self.cilium = self._add_cilium(vpc)
+        self.cilium.node.add_dependency(pod_identity_agent)
         self.system_nodes = self._add_system_nodes(
             system_instance_type, system_desired_size, system_min_size, system_max_size
         )
         # Nodes turn Ready only once the Cilium agent runs on them: without the release
         # the node group never becomes healthy and CloudFormation waits for an hour.
         self.system_nodes.node.add_dependency(self.cilium)
-        self.addons = self._add_addons()
+        self.addons = {"eks-pod-identity-agent": pod_identity_agent, **self._add_addons()}
 
         # The kubectl handler's log groups are created by CDK without encryption: give every
         # log group in this stack the cluster key (its policy already admits CloudWatch Logs).
@@ -221,13 +180,15 @@ class ClusterStack(cdk.Stack):
             cluster=self.cluster,
             namespace=cilium_values.NAMESPACE,
             service_account=cilium_values.OPERATOR_SERVICE_ACCOUNT,
-            statements=cilium_operator_statements(vpc.vpc_arn),
+            statements=cilium_operator_statements(vpc.vpc_arn, cluster_name=self.cluster_name),
             description="Cilium operator: ENI IPAM in this VPC",
         )
         values = cilium_values.CiliumValues(
             cluster_name=self.cluster_name,
             api_server_host=cilium_values.endpoint_hostname(self.cluster.cluster_endpoint),
             subnet_tag=(DISCOVERY_TAG, self.cluster_name),
+            system_node_selector=dict([SYSTEM_NODE_LABEL]),
+            system_tolerations=(SYSTEM_TOLERATION,),
         )
         chart = pinned_chart(
             self.cluster,
@@ -297,7 +258,7 @@ class ClusterStack(cdk.Stack):
 
     # ------------------------------------------------------------------ add-ons
 
-    def _addon(self, name: str, configuration: Mapping | None = None) -> eks.Addon:
+    def _addon(self, name: str, configuration: Mapping | None = None, *, after_nodes: bool = True) -> eks.Addon:
         addon = eks.Addon(
             self,
             "".join(part.capitalize() for part in name.split("-")),
@@ -307,8 +268,10 @@ class ClusterStack(cdk.Stack):
             configuration_values=dict(configuration) if configuration else None,
             preserve_on_delete=False,
         )
-        # Add-ons report ACTIVE only once their pods run, which needs nodes (and a CNI).
-        addon.node.add_dependency(self.system_nodes)
+        if after_nodes:
+            # Add-ons with Deployments report ACTIVE only once their pods run, which needs nodes
+            # (and a CNI).
+            addon.node.add_dependency(self.system_nodes)
         return addon
 
     def _add_addons(self) -> dict[str, eks.Addon]:
@@ -317,7 +280,6 @@ class ClusterStack(cdk.Stack):
                 "coredns",
                 {"tolerations": [SYSTEM_TOLERATION], "nodeSelector": dict([SYSTEM_NODE_LABEL])},
             ),
-            "eks-pod-identity-agent": self._addon("eks-pod-identity-agent"),
         }
         ebs_identity = PodIdentityRole(
             self,
@@ -336,7 +298,6 @@ class ClusterStack(cdk.Stack):
         )
         # The controller needs its credentials when its pods are first created.
         ebs.node.add_dependency(ebs_identity)
-        ebs.node.add_dependency(addons["eks-pod-identity-agent"])
         addons["aws-ebs-csi-driver"] = ebs
 
         storage_chart = StorageChart(cdk8s_app(), "storage")

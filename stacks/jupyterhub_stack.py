@@ -109,7 +109,10 @@ class JupyterHubStack(cdk.Stack):
             chart="jupyterhub",
             namespace=NAMESPACE,  # created by the Ray stack together with the Ray token copy
             values=values.to_values(),
-            timeout=cdk.Duration.minutes(15),
+            # Wait for the hub, proxy and user scheduler to be Ready: without it the deploy "succeeds" while
+            # the hub crash-loops. 12 minutes leaves the kubectl handler (15-minute Lambda) time to report.
+            wait=True,
+            timeout=cdk.Duration.minutes(12),
         )
         for dependency in depends_on:
             # The hub reads the OAuth client secret at start.

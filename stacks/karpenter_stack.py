@@ -59,6 +59,7 @@ class KarpenterStack(cdk.Stack):
         *,
         cluster: eks.ICluster,
         cluster_name: str,
+        cluster_security_group_id: str,
         node_pools: Sequence[kn.NodePoolSettings],
         ami_alias: str,
         **kwargs,
@@ -118,6 +119,8 @@ class KarpenterStack(cdk.Stack):
             "karpenter-nodes",
             cluster_name=cluster_name,
             node_role_name=self.node_role.role_name,
+            # Nodes join the cluster security group EKS created (by id: it carries no discovery tag).
+            security_group_ids=[cluster_security_group_id],
             node_pools=node_pools,
             ami_alias=ami_alias,
         )

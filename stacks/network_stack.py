@@ -11,6 +11,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from cdk_constructs.kms_logs import allow_cloudwatch_logs
+
 # Karpenter finds the subnets (and security groups) it may launch into by this tag.
 DISCOVERY_TAG = "karpenter.sh/discovery"
 
@@ -32,6 +34,8 @@ class NetworkStack(cdk.Stack):
         az_count: int,
         availability_zones: Sequence[str] = (),
         nat_gateways: int,
+        public_subnet_mask: int,
+        private_subnet_mask: int,
         **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -44,10 +48,10 @@ class NetworkStack(cdk.Stack):
             availability_zones=list(availability_zones) or None,
             nat_gateways=nat_gateways,
             subnet_configuration=[
-                ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24),
+                ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=public_subnet_mask),
                 # Large private subnets: under Cilium ENI mode every pod takes a VPC address.
                 ec2.SubnetConfiguration(
-                    name="private", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=19
+                    name="private", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=private_subnet_mask
                 ),
             ],
             restrict_default_security_group=True,
@@ -73,7 +77,7 @@ class NetworkStack(cdk.Stack):
             enable_key_rotation=True,
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
-        self.log_key.grant_encrypt_decrypt(iam.ServicePrincipal(f"logs.{self.region}.amazonaws.com"))
+        allow_cloudwatch_logs(self.log_key)
         flow_log_group = logs.LogGroup(
             self,
             "FlowLogGroup",

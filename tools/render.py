@@ -44,6 +44,9 @@ def placeholder(value: Any) -> str:
         if fn == "Fn::ImportValue":
             inner = placeholder(arg)
             return "${import:" + inner.strip("${}") + "}"
+        if fn == "Fn::GetStackOutput":
+            # CDK's cross-stack reference: an output of another stack (Assembly.resolve_output reads it).
+            return "${output:" + placeholder(arg["StackName"]) + "/" + placeholder(arg["OutputName"]) + "}"
         if fn == "Fn::Select" and isinstance(arg[1], dict) and "Fn::Split" in arg[1]:
             delim, source = arg[1]["Fn::Split"]
             return "${" + placeholder(source).strip("${}") + f"|split({delim})[{arg[0]}]" + "}"

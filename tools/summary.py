@@ -38,7 +38,24 @@ def main(argv: list[str]) -> int:
         f"{name} {r.properties.get('Version')}" for name, r in sorted(releases.items())))
     print(f"Kubernetes objects applied by CDK: {len(assembly.kube_objects())}")
     print(f"Templates: {outdir}/   Rendered manifests and Helm values ({len(written)} files): {dist}/")
+    _first_boot(outdir)
     return 0
+
+
+def _first_boot(outdir: Path) -> None:
+    """The first-boot model's verdict and the system nodes' headroom (details: python -m tools.boot)."""
+    from tools.boot.model import BootModel
+    from tools.boot.report import headroom_lines
+
+    model = BootModel(outdir)
+    verdicts = model.run()
+    failed = [v for v in verdicts if not v.ok]
+    for line in headroom_lines(model):
+        print(line)
+    print(f"First boot: {len(verdicts) - len(failed)} checks passed, {len(failed)} failed"
+          + (f" - see `python -m tools.boot {outdir}`" if failed else ""))
+    for v in failed[:10]:
+        print(f"  [{v.step}] {v.line()}")
 
 
 if __name__ == "__main__":

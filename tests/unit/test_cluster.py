@@ -134,6 +134,22 @@ def test_cilium_eni_mode_native_routing(platform):
     assert values["eni"]["subnetTagsFilter"] == ["karpenter.sh/discovery=dynamic-factory"]
 
 
+def test_cilium_operator_runs_on_the_booting_system_nodes(any_platform):
+    """The chart's default operator tolerations do not cover the system taint: without ours the operator stays
+    Pending, no node gets pod addresses and the node group never turns Ready."""
+    operator = _cilium(any_platform).values["operator"]
+    assert operator["nodeSelector"] == {"dynamic-factory/node-role": "system"}
+    assert {"key": "CriticalAddonsOnly", "operator": "Exists", "effect": "NoSchedule"} in operator["tolerations"]
+    assert {"key": "node.kubernetes.io/not-ready", "operator": "Exists"} in operator["tolerations"]
+
+
+def test_hubble_relay_runs_on_the_system_nodes(any_platform):
+    """The relay runs at idle: without the system placement Karpenter keeps a Spot node alive for it."""
+    relay = _cilium(any_platform).values["hubble"]["relay"]
+    assert relay["nodeSelector"] == {"dynamic-factory/node-role": "system"}
+    assert {"key": "CriticalAddonsOnly", "operator": "Exists", "effect": "NoSchedule"} in relay["tolerations"]
+
+
 def test_kube_proxy_replacement_has_the_api_server_host_from_the_cluster_endpoint(any_platform):
     """Regression for the outage: kube-proxy replacement without k8sServiceHost leaves new nodes dead."""
     tpl = any_platform.template_json("Cluster")
@@ -171,16 +187,36 @@ def test_cilium_operator_gets_eni_permissions_through_pod_identity(platform):
     policies = [r["Properties"] for r in tpl["Resources"].values()
                 if r["Type"] == "AWS::IAM::Policy" and {"Ref": role_id} in r["Properties"]["Roles"]]
     actions = {a for p in policies for s in p["PolicyDocument"]["Statement"] for a in _as_list(s["Action"])}
-    for needed in ("ec2:CreateNetworkInterface", "ec2:AttachNetworkInterface", "ec2:AssignPrivateIpAddresses",
-                   "ec2:DescribeInstanceTypes", "ec2:DescribeSubnets", "ec2:CreateTags"):
+    # Cilium's ENI IPAM "Required privileges" (with cluster.name set and awsReleaseExcessIPs on).
+    for needed in ("ec2:CreateNetworkInterface", "ec2:AttachNetworkInterface", "ec2:DeleteNetworkInterface",
+                   "ec2:ModifyNetworkInterfaceAttribute", "ec2:AssignPrivateIpAddresses",
+                   "ec2:UnassignPrivateIpAddresses", "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets",
+                   "ec2:DescribeVpcs", "ec2:DescribeRouteTables", "ec2:DescribeSecurityGroups",
+                   "ec2:DescribeInstanceTypes", "ec2:CreateTags", "ec2:DescribeManagedPrefixLists",
+                   "ec2:GetManagedPrefixListEntries"):
         assert needed in actions
     for p in policies:
         for s in p["PolicyDocument"]["Statement"]:
             assert s["Action"] != "*"
-            if s["Resource"] == "*":
+            resources = [join(r) for r in _as_list(s["Resource"])]
+            if resources == ["*"]:
                 assert s.get("Condition"), f"unscoped statement {s.get('Sid')}"
-            if "ec2:CreateNetworkInterface" in _as_list(s["Action"]):
-                assert "ec2:Vpc" in json.dumps(s["Condition"])
+            condition = json.dumps(s.get("Condition", {}))
+            # Each statement is scoped by a key its resource type has (tests/policy/test_iam_conditions.py):
+            # ec2:Vpc on ENIs, subnets and security groups; the cluster's ownership tag on instances.
+            if any(r.endswith((":subnet/*", ":security-group/*")) for r in resources):
+                assert "ec2:Vpc" in condition, s.get("Sid")
+            if any(r.endswith(":instance/*") for r in resources):
+                assert resources == [r for r in resources if r.endswith(":instance/*")], s.get("Sid")
+                assert s["Condition"] == {"StringEquals": {
+                    f"aws:ResourceTag/kubernetes.io/cluster/{platform.config.cluster.name}": "owned"}}
+                assert "ec2:Vpc" not in condition
+            if any(r.endswith(":network-interface/*") for r in resources) and set(_as_list(s["Action"])) - {
+                    "ec2:CreateNetworkInterface", "ec2:CreateTags"}:
+                assert "ec2:Vpc" in condition, s.get("Sid")
+            if set(_as_list(s["Action"])) == {"ec2:CreateNetworkInterface"}:
+                # The new ENI itself: confined by the subnet (required, ec2:Vpc) of the same request.
+                assert [r.rsplit(":", 1)[-1] for r in resources] == ["network-interface/*"], s.get("Sid")
     # The trust policy admits only EKS Pod Identity, for this account and cluster.
     trust = tpl["Resources"][role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert {s["Principal"]["Service"] for s in trust} == {"pods.eks.amazonaws.com"}
@@ -276,12 +312,35 @@ def test_cilium_release_waits_for_the_operator_pod_identity(platform):
     assert assoc in _depends_on(tpl, _cilium(platform).logical_id)
 
 
-def test_addons_come_after_the_system_node_group(platform):
+def test_addons_with_deployments_come_after_the_system_node_group(platform):
     tpl = platform.template_json("Cluster")
     ng = _logical_id(tpl, "AWS::EKS::Nodegroup")
     for logical_id, res in tpl["Resources"].items():
-        if res["Type"] == "AWS::EKS::Addon":
+        if res["Type"] == "AWS::EKS::Addon" and res["Properties"]["AddonName"] != "eks-pod-identity-agent":
             assert ng in _depends_on(tpl, logical_id), res["Properties"]["AddonName"]
+
+
+def test_pod_identity_agent_comes_before_cilium_and_the_nodes(any_platform):
+    """The Cilium operator (the only caller of EC2 for pod addresses) gets credentials through the agent:
+    with the agent after the node group, no node ever turns Ready (boot deadlock)."""
+    tpl = any_platform.template_json("Cluster")
+    agent = _logical_id(tpl, "AWS::EKS::Addon", lambda p: p["AddonName"] == "eks-pod-identity-agent")
+    ng = _logical_id(tpl, "AWS::EKS::Nodegroup")
+    assert agent in _depends_on(tpl, _cilium(any_platform).logical_id)
+    assert ng not in _depends_on(tpl, agent)
+
+
+def test_cloudwatch_logs_may_use_the_keys_only_for_this_accounts_log_groups(any_platform):
+    for stack in ("Network", "Cluster"):
+        tpl = any_platform.template_json(stack)
+        for res in tpl["Resources"].values():
+            if res["Type"] != "AWS::KMS::Key":
+                continue
+            for st in res["Properties"]["KeyPolicy"]["Statement"]:
+                principal = json.dumps(st.get("Principal", {}))
+                if "logs." in principal:
+                    cond = st["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]
+                    assert ":log-group:*" in join(cond) and "${AWS::AccountId}" in join(cond)
 
 
 def test_ebs_csi_after_its_pod_identity_and_storage_class_after_ebs_csi(platform):

@@ -110,6 +110,12 @@ BAD_INPUTS = [
     ({"platform.network.vpc_cidr": "10.0.0.1/16"}, "platform.network.vpc_cidr", "CIDR form"),
     ({"platform.network.vpc_cidr": "8.8.0.0/16"}, "platform.network.vpc_cidr", "private (RFC 1918)"),
     ({"platform.network.vpc_cidr": "10.0.0.0/24"}, "platform.network.vpc_cidr", "between /16 and /20"),
+    # Allowed by the prefix rule, but two private /19 subnets and the public /24s do not fit (used to fail
+    # deep in the CDK's subnet allocator).
+    ({"platform.network.vpc_cidr": "10.0.0.0/18"}, "platform.network", "must be /17 or shorter"),
+    ({"platform.network.vpc_cidr": "172.16.0.0/20", "platform.network.az_count": 3,
+      "platform.network.availability_zones": ["us-east-1a", "us-east-1b", "us-east-1c"]},
+     "platform.network", "no room for 3 public /24 and 3 private /19"),
     ({"platform.network.az_count": 1}, "platform.network.az_count", "greater than or equal to 2"),
     ({"platform.network.az_count": 3}, "platform.network", "availability_zones listed by name"),
     ({"platform.network.nat_gateways": 0}, "platform.network.nat_gateways", "greater than or equal to 1"),
@@ -231,7 +237,42 @@ def test_app_synthesizes_the_default_config_without_credentials(tmp_path):
     assert len(list(tmp_path.glob("assembly-*/*.template.json"))) >= 2
 
 
+def test_app_refuses_a_config_that_would_not_boot(tmp_path):
+    """A Ray head that fits a system node alone, but not beside what else must run there at idle."""
+    ctx = cdk_json_context()
+    ctx["platform.ray.head_memory_gib"] = 6
+    result = _run_app(ctx, tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "would not boot" in result.stderr and "ray/ray-head" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
 def test_the_bad_input_suite_covers_every_area():
     areas = {path.split(".")[1] for _, path, _ in BAD_INPUTS if path.count(".") >= 1}
     assert len(BAD_INPUTS) >= 30
     assert {"cluster", "network", "karpenter", "ray", "jupyterhub", "pipeline", "tags"} <= areas
+
+
+@pytest.mark.parametrize("az_count", [2, 3])
+@pytest.mark.parametrize("prefix", [16, 17, 18, 19, 20])
+def test_subnet_plan_agrees_with_the_cdk_allocator(prefix, az_count):
+    """The config's fit check and the CDK's own subnet allocator agree on every allowed prefix."""
+    from aws_cdk import aws_ec2 as ec2
+
+    cidr = f"10.0.0.0/{prefix}"
+    masks = (config.NetworkConfig.PUBLIC_SUBNET_MASK, config.NetworkConfig.PRIVATE_SUBNET_MASK)
+    requested = [
+        ec2.RequestedSubnet(
+            availability_zone=f"az{i}", subnet_construct_id=f"{kind}{i}",
+            configuration=ec2.SubnetConfiguration(name=kind, subnet_type=subnet_type, cidr_mask=mask))
+        for kind, subnet_type, mask in (("public", ec2.SubnetType.PUBLIC, masks[0]),
+                                        ("private", ec2.SubnetType.PRIVATE_WITH_EGRESS, masks[1]))
+        for i in range(az_count)
+    ]
+    try:
+        allocated = [s.cidr for s in ec2.IpAddresses.cidr(cidr).allocate_subnets_cidr(
+            vpc_cidr=cidr, requested_subnets=requested).allocated_subnets]
+    except RuntimeError as err:
+        assert "exceeds remaining space" in str(err)
+        allocated = None
+    assert config.subnet_plan(cidr, az_count, masks) == allocated

@@ -22,6 +22,14 @@ def test_chart_pinned_into_the_namespace_the_ray_stack_creates(platform):
     assert "Ray" in {s.node.id for s in platform.stage.jupyterhub.dependencies}
 
 
+def test_the_deploy_waits_for_the_hub_to_be_ready(any_platform):
+    """Without wait, the stack reports success while the hub crash-loops; the wait stays inside the
+    15-minute kubectl handler."""
+    props = _hub(any_platform).properties
+    assert props["Wait"] is True
+    assert props["Timeout"] == "720s"
+
+
 def test_default_mode_native_auth_cluster_ip(platform):
     values = _hub(platform).values
     assert values["hub"]["config"]["JupyterHub"]["authenticator_class"] == "nativeauthenticator.NativeAuthenticator"

@@ -32,11 +32,13 @@ from tests.support.k8s_schema import CrdValidator
 SCHEMAS = pathlib.Path(__file__).resolve().parents[2] / "schemas" / "karpenter"
 CLUSTER = "df-unit"
 NODE_ROLE = "df-unit-karpenter-node"
+CLUSTER_SG = "sg-0123456789abcdef0"
 
 
 def _synth(**kwargs) -> list[dict]:
     app = cdk8s.Testing.app()
-    chart = KarpenterNodesChart(app, "karpenter-nodes", cluster_name=CLUSTER, node_role_name=NODE_ROLE, **kwargs)
+    chart = KarpenterNodesChart(app, "karpenter-nodes", cluster_name=CLUSTER, node_role_name=NODE_ROLE,
+                                security_group_ids=[CLUSTER_SG], **kwargs)
     return cdk8s.Testing.synth(chart)
 
 
@@ -136,7 +138,8 @@ def test_node_class_ami_role_and_discovery(default_manifests):
     assert DEFAULT_AMI_ALIAS.startswith("al2023@v") and "latest" not in DEFAULT_AMI_ALIAS
     assert spec["role"] == NODE_ROLE
     assert spec["subnetSelectorTerms"] == [{"tags": {"karpenter.sh/discovery": CLUSTER}}]
-    assert spec["securityGroupSelectorTerms"] == [{"tags": {"karpenter.sh/discovery": CLUSTER}}]
+    # By id: the cluster security group carries no discovery tag (EKS creates it; CDK only imports it).
+    assert spec["securityGroupSelectorTerms"] == [{"id": CLUSTER_SG}]
 
 
 def test_node_class_requires_imdsv2_with_hop_limit_1(default_manifests):
@@ -331,9 +334,11 @@ def test_bad_budgets_raise():
         ({"node_pools": [DEFAULT_SPOT_POOL, DEFAULT_SPOT_POOL]}, "unique"),
         ({"tags": {"kubernetes.io/cluster/x": "owned"}}, "reserved"),
         ({"root_volume_gib": 8}, "root_volume_gib"),
+        ({"security_group_ids": []}, "security_group_ids"),
+        ({"security_group_ids": "sg-1"}, "security_group_ids"),
     ],
 )
 def test_bad_chart_arguments_raise_a_clear_value_error(kwargs, message):
-    args = {"cluster_name": CLUSTER, "node_role_name": NODE_ROLE, **kwargs}
+    args = {"cluster_name": CLUSTER, "node_role_name": NODE_ROLE, "security_group_ids": [CLUSTER_SG], **kwargs}
     with pytest.raises(ValueError, match=message):
         KarpenterNodesChart(cdk8s.Testing.app(), "bad", **args)

@@ -1,0 +1,383 @@
+"""The pods each deploy step starts, read from the synthesized assembly.
+
+* Our own manifests (``Custom::AWSCDK-EKS-KubernetesResource``): Deployments, DaemonSets, StatefulSets,
+  Jobs and Pods as rendered, and the pods KubeRay creates for each RayCluster (head with the autoscaler
+  sidecar, worker groups at ``minReplicas``).
+* Helm releases and EKS add-ons: the reviewed table ``upstream_pods.yaml`` (one entry per workload of the
+  chart at the pinned version, each naming the upstream file it was read from), merged with our values
+  or add-on configuration.
+* The JupyterHub single-user server, built from the z2jh ``singleuser`` values as KubeSpawner builds it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from tools.boot.deploy import DeployGraph, Key
+from tools.render import HELM_TYPE, MANIFEST_TYPE, KubeResource
+
+TABLE = Path(__file__).with_name("upstream_pods.yaml")
+
+# KubeRay's own labels on the pods it creates, and the head Service it creates per RayCluster
+# (ray-project/kuberay@v1.7.0: ray-operator/controllers/ray/utils/constant.go, common/pod.go, common/service.go).
+RAY_CLUSTER_LABEL = "ray.io/cluster"
+RAY_NODE_TYPE_LABEL = "ray.io/node-type"
+RAY_GROUP_LABEL = "ray.io/group"
+# z2jh labels on single-user servers (zero-to-jupyterhub-k8s@4.4.0: jupyterhub/files/hub/jupyterhub_config.py,
+# KubeSpawner's common labels + component=singleuser-server).
+SINGLEUSER_LABELS = {"app": "jupyterhub", "component": "singleuser-server", "hub.jupyter.org/network-access-hub": "true"}
+# z2jh 4.4.0's init container for singleuser.cloudMetadata.blockWithIptables (jupyterhub_config.py): root,
+# privileged, NET_ADMIN, running iptables.
+Z2JH_BLOCK_METADATA_INIT = {
+    "name": "block-cloud-metadata",
+    "securityContext": {"runAsUser": 0, "privileged": True, "capabilities": {"add": ["NET_ADMIN"]}},
+}
+
+_POD_KINDS = ("Deployment", "DaemonSet", "StatefulSet", "Job", "ReplicaSet", "Pod")
+
+
+@dataclass
+class Workload:
+    """One kind of pod: ``replicas`` copies (None: one per matching node, a DaemonSet)."""
+
+    name: str
+    namespace: str
+    origin: str  # where it comes from, for people
+    creator: Key  # the CloudFormation resource whose creation starts it
+    pod_spec: dict[str, Any]  # enough of a PodSpec for admission and scheduling
+    labels: dict[str, str] = field(default_factory=dict)
+    replicas: int | None = 1
+    aws_apis: tuple[str, ...] = ()
+    node_role_credentials: bool = False  # calls AWS with the node's instance role, not through Pod Identity
+    idle: bool = True  # still runs when no work is queued
+    transient: bool = False  # Jobs and Helm hooks: run to completion during the deploy
+    waits: bool = False  # its creator waits for it to be Ready
+    source: str = ""  # the upstream file an entry of the table was read from
+    notes: str = ""
+    anti_affinity_per_node: bool = False
+    requests: tuple[int, int] = (0, 0)  # millicores, MiB (summed over containers)
+
+    @property
+    def daemonset(self) -> bool:
+        return self.replicas is None
+
+    @property
+    def service_account(self) -> str:
+        return self.pod_spec.get("serviceAccountName") or "default"
+
+    @property
+    def host_network(self) -> bool:
+        return bool(self.pod_spec.get("hostNetwork"))
+
+    @property
+    def tolerations(self) -> list[dict[str, Any]]:
+        return list(self.pod_spec.get("tolerations") or [])
+
+    @property
+    def node_selector(self) -> dict[str, str]:
+        return dict(self.pod_spec.get("nodeSelector") or {})
+
+    def ports(self) -> set[int]:
+        return {p["containerPort"] for c in self.pod_spec.get("containers", []) for p in c.get("ports", [])
+                if isinstance(p.get("containerPort"), int)}
+
+    def env(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for c in self.pod_spec.get("containers", []):
+            for e in c.get("env", []) or []:
+                out[e["name"]] = e.get("value", e.get("valueFrom"))
+        return out
+
+
+# ------------------------------------------------------------------------------------------ quantities
+
+
+def cpu_millicores(value: Any) -> int:
+    if value in (None, ""):
+        return 0
+    text = str(value)
+    if text.endswith("m"):
+        return int(float(text[:-1]))
+    return int(round(float(text) * 1000))
+
+
+_MEM_UNITS = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024, "K": 1000 / 1024 / 1024,
+              "M": 1000 * 1000 / 1024 / 1024, "G": 1000 ** 3 / 1024 / 1024}
+
+
+def memory_mib(value: Any) -> int:
+    if value in (None, ""):
+        return 0
+    text = str(value)
+    for unit in sorted(_MEM_UNITS, key=len, reverse=True):
+        if text.endswith(unit):
+            return int(round(float(text[: -len(unit)]) * _MEM_UNITS[unit]))
+    return int(round(float(text) / 1024 / 1024))
+
+
+def pod_requests(spec: Mapping[str, Any]) -> tuple[int, int]:
+    """Effective requests of a pod: the sum over containers, or the largest init container if larger."""
+    def one(c: Mapping[str, Any]) -> tuple[int, int]:
+        res = c.get("resources") or {}
+        req = {**(res.get("limits") or {}), **(res.get("requests") or {})}  # limits default the requests
+        return cpu_millicores(req.get("cpu")), memory_mib(req.get("memory"))
+    main = [one(c) for c in spec.get("containers", [])]
+    init = [one(c) for c in spec.get("initContainers", []) or []]
+    cpu = max([sum(c for c, _ in main), *(c for c, _ in init)] or [0])
+    mem = max([sum(m for _, m in main), *(m for _, m in init)] or [0])
+    return cpu, mem
+
+
+# ------------------------------------------------------------------------------------------ our manifests
+
+
+def _from_object(obj: Mapping[str, Any], res: KubeResource, creator: Key) -> list[Workload]:
+    kind = obj.get("kind")
+    meta = obj.get("metadata", {})
+    ns = meta.get("namespace", "default")
+    if kind in _POD_KINDS:
+        template = obj if kind == "Pod" else obj["spec"]["template"]
+        spec = template.get("spec", {})
+        replicas = None if kind == "DaemonSet" else (obj.get("spec", {}).get("replicas", 1) if kind != "Job" else 1)
+        return [Workload(
+            name=meta["name"], namespace=ns, origin=f"manifest {kind}/{meta['name']}", creator=creator,
+            pod_spec=spec, labels=dict(template.get("metadata", {}).get("labels", {})), replicas=replicas,
+            idle=kind != "Job", transient=kind == "Job", requests=pod_requests(spec),
+        )]
+    if kind == "RayCluster":
+        return _ray_pods(obj, creator)
+    return []
+
+
+def _ray_pods(obj: Mapping[str, Any], creator: Key) -> list[Workload]:
+    """The pods KubeRay creates for a RayCluster: the head (plus the in-tree autoscaler sidecar) and workers."""
+    meta, spec = obj["metadata"], obj["spec"]
+    name, ns = meta["name"], meta.get("namespace", "default")
+    head_tpl = spec["headGroupSpec"]["template"]
+    head_spec = json.loads(json.dumps(head_tpl["spec"]))
+    if spec.get("enableInTreeAutoscaling"):
+        opts = spec.get("autoscalerOptions", {})
+        head_spec["containers"].append({
+            "name": "autoscaler", "resources": opts.get("resources", {}),
+            "securityContext": opts.get("securityContext", {}),
+        })
+    out = [Workload(
+        name=f"{name}-head", namespace=ns, origin=f"RayCluster/{name} head (created by KubeRay)", creator=creator,
+        pod_spec=head_spec, labels={**head_tpl.get("metadata", {}).get("labels", {}), RAY_CLUSTER_LABEL: name,
+                                    RAY_NODE_TYPE_LABEL: "head", RAY_GROUP_LABEL: "headgroup"},
+        requests=pod_requests(head_spec),
+    )]
+    for group in spec.get("workerGroupSpecs", []):
+        tpl = group["template"]
+        minimum = int(group.get("minReplicas", 0))
+        out.append(Workload(
+            name=f"{name}-{group['groupName']}-worker", namespace=ns,
+            origin=f"RayCluster/{name} worker group {group['groupName']} (0..{group.get('maxReplicas')})",
+            creator=creator, pod_spec=tpl["spec"], replicas=max(minimum, 1), idle=minimum > 0,
+            labels={**tpl.get("metadata", {}).get("labels", {}), RAY_CLUSTER_LABEL: name,
+                    RAY_NODE_TYPE_LABEL: "worker", RAY_GROUP_LABEL: group["groupName"]},
+            requests=pod_requests(tpl["spec"]),
+        ))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the upstream table
+
+
+def load_table(path: Path = TABLE) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def _lookup(values: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
+    node: Any = values
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def resolve(spec: Any, values: Mapping[str, Any]) -> Any:
+    """A table field: a literal, or ``{value: dotted.path, default: X}`` read from our values."""
+    if isinstance(spec, Mapping) and "value" in spec and set(spec) <= {"value", "default"}:
+        found, value = _lookup(values, spec["value"])
+        return value if found and value is not None else spec.get("default")
+    return spec
+
+
+def condition(spec: Any, values: Mapping[str, Any]) -> bool:
+    """A table ``enabled`` condition: a literal, ``{value, default}`` (truthy), ``{value, default, in: [...]}``
+    or ``{all: [conditions]}``."""
+    if isinstance(spec, Mapping) and "all" in spec:
+        return all(condition(c, values) for c in spec["all"])
+    if isinstance(spec, Mapping) and "in" in spec:
+        return resolve({k: spec[k] for k in ("value", "default") if k in spec}, values) in spec["in"]
+    return bool(resolve(spec, values))
+
+
+def _security_to_spec(sec: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(pod-level fields, container securityContext) for a table entry's ``security`` facts."""
+    ctx: dict[str, Any] = {}
+    if sec.get("privileged"):
+        ctx["privileged"] = True
+    if sec.get("run_as_non_root") is not None:
+        ctx["runAsNonRoot"] = sec["run_as_non_root"]
+    if sec.get("run_as_user") is not None:
+        ctx["runAsUser"] = sec["run_as_user"]
+    caps: dict[str, Any] = {}
+    if sec.get("capabilities_add"):
+        caps["add"] = list(sec["capabilities_add"])
+    if sec.get("capabilities_drop_all"):
+        caps["drop"] = ["ALL"]
+    if caps:
+        ctx["capabilities"] = caps
+    if sec.get("allow_privilege_escalation") is not None:
+        ctx["allowPrivilegeEscalation"] = sec["allow_privilege_escalation"]
+    if sec.get("seccomp"):
+        ctx["seccompProfile"] = {"type": sec["seccomp"]}
+    pod: dict[str, Any] = {}
+    if sec.get("host_path"):
+        pod["volumes"] = [{"name": "host", "hostPath": {"path": "/"}}]
+    if sec.get("host_pid"):
+        pod["hostPID"] = True
+    return pod, ctx
+
+
+def _from_table(entry: Mapping[str, Any], values: Mapping[str, Any], *, namespace: str, origin: str,
+                creator: Key, waits: bool) -> Workload | None:
+    if not condition(entry.get("enabled", True), values):
+        return None
+    sec = entry.get("security") or {}
+    pod_fields, ctx = _security_to_spec(sec)
+    requests = [resolve(r, values) or {} for r in entry.get("requests") or []]
+    containers = [{"name": f"c{i}", "resources": {"requests": dict(r)}, "securityContext": ctx}
+                  for i, r in enumerate(requests or [{}])]
+    init = resolve(entry.get("init_requests"), values)
+    if init:
+        pod_fields["initContainers"] = [{"name": "init", "resources": {"requests": dict(init)}}]
+    host_ports = sec.get("host_ports") or []
+    if host_ports:
+        containers[0]["ports"] = [{"containerPort": p, "hostPort": p} for p in host_ports]
+    spec: dict[str, Any] = {
+        "serviceAccountName": resolve(entry.get("service_account"), values),
+        "hostNetwork": bool(resolve(entry.get("host_network", False), values)),
+        # extra_tolerations: what the chart's template always adds to the configurable ones.
+        "tolerations": [*(resolve(entry.get("tolerations"), values) or []),
+                        *(resolve(entry.get("extra_tolerations"), values) or [])],
+        "nodeSelector": resolve(entry.get("node_selector"), values) or {},
+        "containers": containers,
+        **pod_fields,
+    }
+    kind = entry.get("kind", "Deployment")
+    replicas = None if kind == "DaemonSet" else int(resolve(entry.get("replicas", 1), values) or 0)
+    if replicas == 0:
+        return None
+    hook = bool(entry.get("hook"))
+    affinity_note = str(entry.get("notes", ""))
+    return Workload(
+        name=entry["name"], namespace=namespace, origin=origin, creator=creator, pod_spec=spec,
+        labels=dict(resolve(entry.get("labels"), values) or {}), replicas=replicas,
+        aws_apis=tuple(entry.get("aws_apis") or ()), node_role_credentials=entry.get("credentials") == "node-role",
+        idle=bool(entry.get("idle", True)) and not hook,
+        transient=hook or kind == "Job", waits=waits and not hook, source=str(entry.get("source", "")),
+        notes=affinity_note,
+        anti_affinity_per_node="anti-affinity" in affinity_note.lower() and "required" in affinity_note.lower(),
+        requests=pod_requests(spec),
+    )
+
+
+# ------------------------------------------------------------------------------------------ z2jh single-user
+
+
+def singleuser_pod(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The single-user server PodSpec KubeSpawner builds from the z2jh values (the fields that matter here)."""
+    su = values.get("singleuser", {})
+    profile = (su.get("profileList") or [{}])[0].get("kubespawner_override", {})
+    ctx = {"runAsUser": su.get("uid", 1000), "allowPrivilegeEscalation": su.get("allowPrivilegeEscalation", False),
+           **values.get("hub", {}).get("config", {}).get("KubeSpawner", {}).get("container_security_context", {})}
+    env = [{"name": k, "value": v} if isinstance(v, str) else {"name": k, **v} for k, v in su.get("extraEnv", {}).items()]
+    spec: dict[str, Any] = {
+        "securityContext": {"fsGroup": su.get("fsGid")},
+        "containers": [{
+            "name": "notebook", "securityContext": ctx, "env": env, "ports": [{"containerPort": 8888}],
+            # The profile's guarantees, else z2jh's singleuser.cpu/memory.guarantee (memory defaults to 1G).
+            "resources": {"requests": {k: v for k, v in {
+                "cpu": profile.get("cpu_guarantee", su.get("cpu", {}).get("guarantee")),
+                "memory": profile.get("mem_guarantee", su.get("memory", {}).get("guarantee", "1G"))}.items() if v}},
+        }],
+        "nodeSelector": su.get("nodeSelector", {}),
+        "tolerations": su.get("extraTolerations", []),
+        "serviceAccountName": "default",
+    }
+    if su.get("cloudMetadata", {}).get("blockWithIptables", True):
+        spec["initContainers"] = [Z2JH_BLOCK_METADATA_INIT]
+    return spec
+
+
+# ------------------------------------------------------------------------------------------ everything
+
+
+def collect(graph: DeployGraph, table: Mapping[str, Any] | None = None) -> tuple[list[Workload], list[str]]:
+    """Every workload the assembly starts, and the problems met while reading (unknown charts...)."""
+    table = table if table is not None else load_table()
+    problems: list[str] = []
+    out: list[Workload] = []
+    for res in graph.assembly.kube_resources():
+        key = (res.stack, res.logical_id)
+        if res.kind == "manifest":
+            for obj in res.objects:
+                out.extend(_from_object(obj, res, key))
+            continue
+        chart = res.properties.get("Chart")
+        entry = table.get("releases", {}).get(chart)
+        if entry is None:
+            problems.append(f"Helm release {res.release!r} (chart {chart}) has no entry in {TABLE.name}: its pods are unknown")
+            continue
+        if str(entry.get("version")) != str(res.properties.get("Version")):
+            problems.append(f"{TABLE.name} describes {chart} {entry.get('version')}, the release pins "
+                            f"{res.properties.get('Version')}: review the table for the new version")
+        values = res.values
+        waits = bool(res.properties.get("Wait"))
+        for w in entry.get("workloads", []):
+            wl = _from_table(w, values, namespace=res.properties.get("Namespace", "default"),
+                             origin=f"helm {chart} {res.properties.get('Version')}", creator=key, waits=waits)
+            if wl:
+                out.append(wl)
+        if chart == "jupyterhub":
+            spec = singleuser_pod(values)
+            out.append(Workload(
+                name="jupyter-<user>", namespace=res.properties.get("Namespace", "default"),
+                origin="z2jh single-user server (spawned by the hub per user)", creator=key, pod_spec=spec,
+                labels=dict(SINGLEUSER_LABELS), idle=False, requests=pod_requests(spec),
+            ))
+    for addon in graph.find("AWS::EKS::Addon"):
+        name = addon.properties["AddonName"]
+        entry = table.get("addons", {}).get(name)
+        if entry is None:
+            problems.append(f"EKS add-on {name!r} has no entry in {TABLE.name}: its pods are unknown")
+            continue
+        raw = addon.properties.get("ConfigurationValues")
+        config = json.loads(raw) if isinstance(raw, str) else {}
+        for w in entry.get("workloads", []):
+            wl = _from_table(w, config, namespace=w.get("namespace", "kube-system"), origin=f"EKS add-on {name}",
+                             creator=addon.key, waits=True)
+            if wl:
+                out.append(wl)
+    return out, problems
+
+
+def iter_kube_objects(graph: DeployGraph, kinds: Iterable[str]) -> Iterable[tuple[Key, dict[str, Any]]]:
+    kinds = set(kinds)
+    for res in graph.assembly.manifests():
+        for obj in res.objects:
+            if obj.get("kind") in kinds:
+                yield (res.stack, res.logical_id), obj
+
+
+__all__ = ["Workload", "collect", "iter_kube_objects", "load_table", "resolve", "singleuser_pod", "pod_requests",
+           "cpu_millicores", "memory_mib", "HELM_TYPE", "MANIFEST_TYPE"]
