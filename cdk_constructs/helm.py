@@ -26,6 +26,11 @@ def pinned_chart(
 ) -> eks.HelmChart:
     """A release named ``chart`` of the repository and version pinned for it in versions.py."""
     repository, version = versions.HELM_CHARTS[chart]
+    if repository.startswith("oci://"):
+        # The kubectl handler runs `helm pull <Repository> --version <v>` for OCI sources and ignores
+        # `Chart` (aws-cdk-lib 2.275.0, aws-eks-v2 kubectl handler helm/__init__.py, get_oci_cmd): the
+        # repository must name the chart itself, as helm's OCI references do.
+        repository = f"{repository.rstrip('/')}/{chart}"
     return eks.HelmChart(
         scope,
         construct_id,

@@ -144,6 +144,10 @@ class Taint:
 CILIUM_STARTUP_TAINT = Taint(key=AGENT_NOT_READY_TAINT_KEY, value="true", effect="NoExecute")
 ON_DEMAND_TAINT = Taint(key=POOL_LABEL_KEY, value="on-demand", effect="NoSchedule")
 GPU_TAINT = Taint(key="nvidia.com/gpu", value="true", effect="NoSchedule")
+# The NVIDIA device plugin chart's default node affinity runs it only on nodes labelled by Node Feature
+# Discovery or with this label (NVIDIA/k8s-device-plugin deployments/helm/nvidia-device-plugin/values.yaml,
+# `affinity`). Without NFD, GPU nodes must carry it, or nothing ever advertises nvidia.com/gpu.
+GPU_PRESENT_LABEL = ("nvidia.com/gpu.present", "true")
 
 
 @dataclass(frozen=True)
@@ -697,7 +701,8 @@ class KarpenterNodesChart(cdk8s.Chart):
             limits["nvidia.com/gpu"] = str(pool.gpu_limit)
         spec: dict[str, Any] = {
             "template": {
-                "metadata": {"labels": {POOL_LABEL_KEY: pool.name, **pool.labels}},
+                "metadata": {"labels": {POOL_LABEL_KEY: pool.name, **(dict([GPU_PRESENT_LABEL]) if pool.gpu else {}),
+                                        **pool.labels}},
                 "spec": node_spec,
             },
             "disruption": {

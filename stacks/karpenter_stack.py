@@ -104,7 +104,9 @@ class KarpenterStack(cdk.Stack):
             cluster=cluster,
             chart="karpenter",
             namespace=NAMESPACE,
-            skip_crds=True,  # owned by the karpenter-crd release, so upgrades update them
+            # The CRDs belong to the karpenter-crd release, so upgrades update them. (The kubectl handler of
+            # aws-cdk-lib 2.275.0 does not pass --skip-crds on; Helm leaves existing CRDs alone anyway.)
+            skip_crds=True,
             values=karpenter_values(cluster_name=cluster_name, queue_name=self.interruption.queue_name),
             wait=True,
         )

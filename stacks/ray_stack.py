@@ -35,7 +35,9 @@ def kuberay_operator_values() -> dict[str, Any]:
     return {
         "nodeSelector": dict([SYSTEM_NODE_LABEL]),
         "tolerations": [SYSTEM_TOLERATION],
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},
+        # The limits are the chart's own defaults, written out: Helm merges maps, so leaving `cpu` out would
+        # keep upstream's 100m CPU limit anyway, and the values should say what runs.
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "100m", "memory": "512Mi"}},
     }
 
 

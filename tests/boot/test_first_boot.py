@@ -223,6 +223,21 @@ def test_catches_a_network_policy_that_cuts_notebooks_off_ray(mutated):
     assert any("notebook -> Ray client" in f for f in failures), failures
 
 
+def test_catches_an_oci_chart_reference_the_handler_cannot_pull(mutated):
+    failures = mutated(lambda root: _edit_text(root, r'"oci://public\.ecr\.aws/karpenter/karpenter-crd"',
+                                               '"oci://public.ecr.aws/karpenter"'))
+    assert any("chart source" in f and "karpenter-crd" in f for f in failures), failures
+
+
+def test_catches_gpu_nodes_where_no_device_plugin_runs(variant, tmp_path):
+    """Without the label the NVIDIA plugin's default affinity asks for, nothing advertises nvidia.com/gpu."""
+    root = _copy_assembly(variant.outdir, tmp_path / "cdk.out")
+    assert not _failures(BootModel(root).run())
+    _edit_text(root, r',\\"nvidia\.com/gpu\.present\\":\\"true\\"', "")
+    failures = _failures(BootModel(root).run())
+    assert any("ray/ray-gpu-worker" in f and "nothing advertises ['nvidia.com/gpu']" in f for f in failures), failures
+
+
 # ------------------------------------------------------------------ the command
 
 

@@ -256,6 +256,13 @@ def test_gpu_pool_absent_by_default(default_manifests):
         assert not any(INSTANCE_TYPES[t].gpus for t in _types_reached_by_manifest(pool))
 
 
+def test_only_gpu_nodes_carry_the_label_the_nvidia_device_plugin_selects(gpu_manifests):
+    """The plugin's default node affinity needs NFD labels or nvidia.com/gpu.present=true."""
+    labels = {name: p["spec"]["template"]["metadata"]["labels"] for name, p in _pools(gpu_manifests).items()}
+    assert labels["gpu"]["nvidia.com/gpu.present"] == "true"
+    assert all("nvidia.com/gpu.present" not in v for name, v in labels.items() if name != "gpu")
+
+
 def test_gpu_pool_when_enabled_is_tainted_and_limited(gpu_manifests):
     gpu = _pools(gpu_manifests)["gpu"]
     assert {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"} in gpu["spec"]["template"]["spec"]["taints"]

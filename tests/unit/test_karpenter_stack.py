@@ -41,7 +41,8 @@ def test_crd_and_controller_charts_are_pinned(platform):
         props = releases[name].properties
         assert props["Chart"] == chart
         assert props["Version"] == versions.KARPENTER_CHART_VERSION
-        assert props["Repository"] == "oci://public.ecr.aws/karpenter"
+        # The kubectl handler pulls `Repository` as is for OCI sources: it must name the chart.
+        assert props["Repository"] == f"oci://public.ecr.aws/karpenter/{chart}"
         assert props["Namespace"] == "kube-system"
     assert releases["karpenter"].properties["SkipCrds"] is True
 

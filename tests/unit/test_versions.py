@@ -46,5 +46,9 @@ def test_every_helm_release_is_a_pinned_chart(any_platform):
     releases = any_platform.assembly.helm_releases()
     assert releases
     for name, release in releases.items():
-        repository, version = versions.HELM_CHARTS[release.properties["Chart"]]
+        chart = release.properties["Chart"]
+        repository, version = versions.HELM_CHARTS[chart]
+        if repository.startswith("oci://"):
+            # An OCI reference names the chart itself (the kubectl handler runs `helm pull <Repository>`).
+            repository = f"{repository}/{chart}"
         assert (release.properties["Repository"], release.properties["Version"]) == (repository, version), name

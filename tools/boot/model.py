@@ -175,7 +175,7 @@ class BootModel:
         cpu, mem = w.requests
         reasons = []
         for node in self._nodes_at(scope):
-            why = node.eligible(w.tolerations, w.node_selector)
+            why = node.eligible(w.tolerations, w.node_selector, w.node_affinity)
             if not why and cpu <= node.allocatable[0] and mem <= node.allocatable[1]:
                 return [], node.pool
             reasons.append(f"{node.pool}: " + ("; ".join(why) if why else f"requests {cpu}m/{mem}Mi > allocatable {node.allocatable}"))
@@ -183,7 +183,7 @@ class BootModel:
             can, why_not = self.karpenter_can_launch(scope)
             for pool in self.pools:
                 node = pool.node(0)
-                why = node.eligible(w.tolerations, w.node_selector)
+                why = node.eligible(w.tolerations, w.node_selector, w.node_affinity)
                 if why:
                     reasons.append(f"pool {pool.name}: " + "; ".join(why))
                     continue
@@ -193,6 +193,11 @@ class BootModel:
                 if not can:
                     reasons.append(f"pool {pool.name} matches, but Karpenter cannot launch: {why_not}")
                     continue
+                missing = self._unadvertised(w, node, scope)
+                if missing:
+                    reasons.append(f"pool {pool.name}: nothing advertises {missing} on its nodes (no device plugin "
+                                   "that runs there)")
+                    continue
                 return [], f"karpenter:{pool.name}"
         return [("no node takes it: " + " | ".join(reasons)) if reasons else "no node exists at this step"], ""
 
@@ -201,7 +206,7 @@ class BootModel:
         reasons = []
         fits = []
         for node in nodes:
-            why = node.eligible(w.tolerations, w.node_selector)
+            why = node.eligible(w.tolerations, w.node_selector, w.node_affinity)
             if not why and cpu <= node.allocatable[0] and mem <= node.allocatable[1]:
                 fits.append(node)
             else:
@@ -212,6 +217,13 @@ class BootModel:
         if fits:
             return [f"{needed} replicas with one per node need {needed} nodes, {len(fits)} take it"], ""
         return ["no node takes it: " + " | ".join(reasons)], ""
+
+    def _unadvertised(self, w: Workload, node: Node, scope: frozenset[Key]) -> list[str]:
+        """Extended resources ``w`` requests that no DaemonSet running on ``node`` advertises."""
+        plugins = [d for d in self.workloads if d.daemonset and d.advertises and d.creator in scope
+                   and not node.eligible(d.tolerations, d.node_selector, d.node_affinity)]
+        offered = {r for d in plugins for r in d.advertises}
+        return sorted(w.extended_resources() - offered)
 
     def _workload_problems(self, w: Workload, scope: frozenset[Key], karpenter: bool = True) -> list[str]:
         out = self._admission_problems(w, scope)
@@ -281,6 +293,20 @@ class BootModel:
             return f"{m.group(1)}.{m.group(2)}"
         return placeholder if re.fullmatch(r"(sg|subnet)-[0-9a-f]+", placeholder) else None
 
+    def _check_chart_sources(self) -> Iterable[Verdict]:
+        """Each Helm release names a chart the kubectl handler can fetch. For OCI sources the handler runs
+        `helm pull <Repository> --version <Version>` and ignores `Chart` (aws-cdk-lib 2.275.0, aws-eks-v2
+        kubectl handler helm/__init__.py, get_oci_cmd / get_chart_from_oci): the reference must end in the chart."""
+        for name, res in self.graph.assembly.helm_releases().items():
+            repo, chart = res.properties.get("Repository") or "", res.properties.get("Chart")
+            if not repo.startswith("oci://"):
+                continue
+            ok = repo.rstrip("/").rpartition("/")[2] == chart
+            yield Verdict(self.graph.label((res.stack, res.logical_id)), f"Helm release {name}", "chart source", ok,
+                          f"helm pull {repo} --version {res.properties.get('Version')}"
+                          + ("" if ok else f": that reference is not the chart {chart!r}, the pull fails and the "
+                                           "stack rolls back"))
+
     def _check_node_groups(self) -> Iterable[Verdict]:
         """A node group waits for its nodes to be Ready: Cilium must be able to network them with what precedes it."""
         agent = self._named(CILIUM_CHART, CILIUM_AGENT)
@@ -340,21 +366,21 @@ class BootModel:
             cpu, mem = w.requests
             if w.daemonset:
                 for n in nodes:
-                    if not n.eligible(w.tolerations, w.node_selector):
+                    if not n.eligible(w.tolerations, w.node_selector, w.node_affinity):
                         n.placed.append((f"{w.namespace}/{w.name}", cpu, mem))
                 continue
             used_nodes: set[str] = set()
             for i in range(w.replicas or 1):
                 candidates = [n for n in nodes + result.karpenter_nodes
-                              if not n.eligible(w.tolerations, w.node_selector)
+                              if not n.eligible(w.tolerations, w.node_selector, w.node_affinity)
                               and n.free[0] >= cpu and n.free[1] >= mem
                               and not (w.anti_affinity_per_node and n.name in used_nodes)]
                 if candidates:
                     target = max(candidates, key=lambda n: (not n.karpenter, n.free))
                 else:
-                    pools = [p for p in self.pools if not p.node(0).eligible(w.tolerations, w.node_selector)]
+                    pools = [p for p in self.pools if not p.node(0).eligible(w.tolerations, w.node_selector, w.node_affinity)]
                     if not pools:
-                        eligible = [n for n in nodes if not n.eligible(w.tolerations, w.node_selector)]
+                        eligible = [n for n in nodes if not n.eligible(w.tolerations, w.node_selector, w.node_affinity)]
                         room = ", ".join(f"{n.name} {n.free[0]}m/{n.free[1]}Mi" for n in eligible) or "none"
                         result.unplaced.append(f"{w.namespace}/{w.name} (requests {cpu}m/{mem}Mi; free on the "
                                                f"nodes it may use: {room})")
@@ -367,7 +393,7 @@ class BootModel:
         return result
 
     def _daemonset_requests(self, node: Node) -> tuple[int, int]:
-        ds = [w for w in self.workloads if w.daemonset and w.idle and not node.eligible(w.tolerations, w.node_selector)]
+        ds = [w for w in self.workloads if w.daemonset and w.idle and not node.eligible(w.tolerations, w.node_selector, w.node_affinity)]
         return sum(w.requests[0] for w in ds), sum(w.requests[1] for w in ds)
 
     def _check_idle(self, placement: IdlePlacement) -> Iterable[Verdict]:
@@ -474,6 +500,7 @@ class BootModel:
 
     def run(self) -> list[Verdict]:
         out = [Verdict("read", p, "table", False, p) for p in self.read_problems]
+        out += list(self._check_chart_sources())
         out += self.selector_verdicts
         out += list(self._check_node_groups())
         out += list(self._check_workloads())

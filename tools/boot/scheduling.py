@@ -81,10 +81,32 @@ class Node:
     def selector_mismatch(self, selector: Mapping[str, str]) -> list[str]:
         return [f"{k}={v}" for k, v in selector.items() if self.labels.get(k) != v]
 
-    def eligible(self, tolerations, selector) -> list[str]:
-        """Why a pod with these tolerations and nodeSelector cannot use this node (empty: it can)."""
+    def affinity_mismatch(self, terms: Sequence[Mapping[str, Any]]) -> bool:
+        return bool(terms) and not any(_term_matches(t, self.labels) for t in terms)
+
+    def eligible(self, tolerations, selector, affinity_terms=()) -> list[str]:
+        """Why a pod with these tolerations, nodeSelector and required node affinity cannot use this node."""
         return [f"taint {t} not tolerated" for t in self.blocking_taints(tolerations)] + \
-               [f"nodeSelector {s} does not match" for s in self.selector_mismatch(selector)]
+               [f"nodeSelector {s} does not match" for s in self.selector_mismatch(selector)] + \
+               (["required node affinity matches none of its labels"] if self.affinity_mismatch(affinity_terms) else [])
+
+
+def _term_matches(term: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    for expr in term.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], [str(v) for v in expr.get("values") or []]
+        value = labels.get(key)
+        if op == "In" and value not in values:
+            return False
+        if op == "NotIn" and value in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+        if op in ("Gt", "Lt") and (value is None or not value.isdigit()
+                                   or (int(value) <= int(values[0]) if op == "Gt" else int(value) >= int(values[0]))):
+            return False
+    return True
 
 
 _EFFECTS = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}

@@ -60,6 +60,7 @@ class Workload:
     source: str = ""  # the upstream file an entry of the table was read from
     notes: str = ""
     anti_affinity_per_node: bool = False
+    advertises: tuple[str, ...] = ()  # extended resources its pods make nodes advertise (a device plugin)
     requests: tuple[int, int] = (0, 0)  # millicores, MiB (summed over containers)
 
     @property
@@ -81,6 +82,22 @@ class Workload:
     @property
     def node_selector(self) -> dict[str, str]:
         return dict(self.pod_spec.get("nodeSelector") or {})
+
+    @property
+    def node_affinity(self) -> list[dict[str, Any]]:
+        """The required node affinity's terms (any one must match), or [] for none."""
+        required = ((self.pod_spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+            "requiredDuringSchedulingIgnoredDuringExecution") or {}
+        return list(required.get("nodeSelectorTerms") or [])
+
+    def extended_resources(self) -> set[str]:
+        """Extended resources it requests (``nvidia.com/gpu`` ...): some node agent must advertise them."""
+        out = set()
+        for c in self.pod_spec.get("containers", []):
+            res = c.get("resources") or {}
+            for part in ("requests", "limits"):
+                out |= {k for k in (res.get(part) or {}) if "/" in k}
+        return out
 
     def ports(self) -> set[int]:
         return {p["containerPort"] for c in self.pod_spec.get("containers", []) for p in c.get("ports", [])
@@ -270,6 +287,7 @@ def _from_table(entry: Mapping[str, Any], values: Mapping[str, Any], *, namespac
         "tolerations": [*(resolve(entry.get("tolerations"), values) or []),
                         *(resolve(entry.get("extra_tolerations"), values) or [])],
         "nodeSelector": resolve(entry.get("node_selector"), values) or {},
+        "affinity": resolve(entry.get("affinity"), values) or {},
         "containers": containers,
         **pod_fields,
     }
@@ -287,6 +305,7 @@ def _from_table(entry: Mapping[str, Any], values: Mapping[str, Any], *, namespac
         transient=hook or kind == "Job", waits=waits and not hook, source=str(entry.get("source", "")),
         notes=affinity_note,
         anti_affinity_per_node="anti-affinity" in affinity_note.lower() and "required" in affinity_note.lower(),
+        advertises=tuple(entry.get("advertises") or ()),
         requests=pod_requests(spec),
     )
 
