@@ -134,6 +134,7 @@ NOTEBOOK_BASE_IMAGE = "quay.io/jupyter/minimal-notebook"
 NOTEBOOK_UID = 1000
 NOTEBOOK_FS_GID = 100
 CLOUD_METADATA_IP = "169.254.169.254"
+DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"  # Karpenter's pod annotation: no voluntary disruption of its node
 # The EKS API server endpoint port (the `kubernetes` Service's endpoints listen on 443 on EKS).
 KUBERNETES_API_PORT = 443
 
@@ -778,6 +779,9 @@ class JupyterHubValues:
                 "egress": self.singleuser_egress(),
             },
             "extraEnv": self.singleuser_env(),
+            # Karpenter never moves a live notebook to pack nodes better or to expire its node: the kernel and
+            # every variable in it would be lost. The culler (and the user) decide when a server ends.
+            "extraAnnotations": {DO_NOT_DISRUPT: "true"},
             "profileList": self.profile_list(),
         }
 

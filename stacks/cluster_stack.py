@@ -237,7 +237,9 @@ class ClusterStack(cdk.Stack):
         )
         return self.cluster.add_nodegroup_capacity(
             "SystemNodes",
-            nodegroup_name=f"{self.cluster_name}-system",
+            # No fixed name: InstanceTypes, Subnets, AmiType and CapacityType are create-only, so changing the
+            # system instance type replaces the node group, and a replacement under the same name collides and
+            # rolls back. CloudFormation generates a unique name instead.
             ami_type=eks.NodegroupAmiType.AL2023_X86_64_STANDARD,
             capacity_type=eks.CapacityType.ON_DEMAND,
             instance_types=[ec2.InstanceType(instance_type)],

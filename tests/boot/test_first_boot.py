@@ -238,6 +238,19 @@ def test_catches_gpu_nodes_where_no_device_plugin_runs(variant, tmp_path):
     assert any("ray/ray-gpu-worker" in f and "nothing advertises ['nvidia.com/gpu']" in f for f in failures), failures
 
 
+def test_interactive_pods_on_karpenter_nodes_are_never_disrupted(boot_verdicts, variant_verdicts):
+    """Notebook servers (and the Ray head when it runs on the on-demand pool) carry karpenter.sh/do-not-disrupt."""
+    default = {v.subject: v for v in boot_verdicts if v.check == "disruption"}
+    assert default["jupyterhub/jupyter-<user>"].ok and "annotated" in default["jupyterhub/jupyter-<user>"].detail
+    variant = {v.subject: v for v in variant_verdicts if v.check == "disruption"}
+    assert variant["ray/ray-head"].ok and "Karpenter pool on-demand" in variant["ray/ray-head"].detail
+
+
+def test_catches_a_notebook_that_karpenter_may_evict(mutated):
+    failures = mutated(lambda root: _edit_text(root, r'\\"extraAnnotations\\":\{[^}]*\},?', ""))
+    assert any("disruption" in f and "jupyter-<user>" in f for f in failures), failures
+
+
 # ------------------------------------------------------------------ the command
 
 

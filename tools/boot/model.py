@@ -36,6 +36,7 @@ KARPENTER_CHART = "karpenter"
 # Taints the node lifecycle controller keeps on a node until it is Ready (Kubernetes: "Taint based evictions").
 NOT_READY_TAINTS = [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"},
                     {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]
+DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 POOL_SELECTOR_KEYS = ("dynamic-factory/pool", "karpenter.sh/nodepool")
 # EKS tags the cluster security group it creates with these, and with nothing else of the cluster's tags
 # (Amazon EKS user guide, "View Amazon EKS security group requirements for clusters").
@@ -498,6 +499,23 @@ class BootModel:
             ok, why = netpol.flow_allowed(policies, endpoint(src), endpoint(dst), port, proto)
             yield Verdict("network", name, "flow", ok, f"{proto} {port}: {why}")
 
+    def _check_disruption(self) -> Iterable[Verdict]:
+        """Interactive pods (notebook servers, the Ray head) on Karpenter nodes carry karpenter.sh/do-not-disrupt:
+        otherwise consolidation or expiry moves them and the user's kernel or every running job dies."""
+        interactive = [w for w in self.workloads if w.labels.get("component") == SINGLEUSER_LABELS["component"]
+                       or w.labels.get(RAY_NODE_TYPE_LABEL) == "head"]
+        for w in interactive:
+            _, where = self._schedule_problems(w, self.graph.everything)
+            if not where.startswith("karpenter:"):
+                yield Verdict("disruption", f"{w.namespace}/{w.name}", "disruption", True,
+                              f"on {where or 'no node'}: Karpenter does not disrupt it")
+                continue
+            ok = w.annotations.get(DO_NOT_DISRUPT) == "true"
+            yield Verdict("disruption", f"{w.namespace}/{w.name}", "disruption", ok,
+                          f"on Karpenter pool {where.split(':', 1)[1]}: "
+                          + ("annotated karpenter.sh/do-not-disrupt" if ok else
+                             "no karpenter.sh/do-not-disrupt annotation: consolidation or expiry may evict it"))
+
     def run(self) -> list[Verdict]:
         out = [Verdict("read", p, "table", False, p) for p in self.read_problems]
         out += list(self._check_chart_sources())
@@ -506,5 +524,6 @@ class BootModel:
         out += list(self._check_workloads())
         out += list(self._check_clients())
         out += list(self._check_flows())
+        out += list(self._check_disruption())
         out += list(self._check_idle(self.idle_placement()))
         return out

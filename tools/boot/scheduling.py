@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-from charts.karpenter_nodes import INSTANCE_TYPES, InstanceTypeInfo, eni_max_pods
+from charts.karpenter_nodes import INSTANCE_TYPES, POOL_LABEL_KEY, InstanceTypeInfo, eni_max_pods
 
 VM_MEMORY_OVERHEAD = 0.075
 EVICTION_HARD_MIB = 100
@@ -124,7 +124,8 @@ def node_group_nodes(name: str, props: Mapping[str, Any]) -> list[Node]:
         labels = {"kubernetes.io/os": "linux", "kubernetes.io/arch": info.arch,
                   "node.kubernetes.io/instance-type": itype, "eks.amazonaws.com/capacityType": "ON_DEMAND",
                   "eks.amazonaws.com/nodegroup": props.get("NodegroupName", name), **props.get("Labels", {})}
-        out.append(Node(name=f"{name}-{i}", pool=name, instance_type=itype, labels=labels, taints=list(taints),
+        pool = props.get("Labels", {}).get(POOL_LABEL_KEY, name)
+        out.append(Node(name=f"{pool}-{i}", pool=pool, instance_type=itype, labels=labels, taints=list(taints),
                         max_pods=min(110, eni_max_pods(info))))
     return out
 

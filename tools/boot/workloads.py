@@ -51,6 +51,7 @@ class Workload:
     creator: Key  # the CloudFormation resource whose creation starts it
     pod_spec: dict[str, Any]  # enough of a PodSpec for admission and scheduling
     labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
     replicas: int | None = 1
     aws_apis: tuple[str, ...] = ()
     node_role_credentials: bool = False  # calls AWS with the node's instance role, not through Pod Identity
@@ -163,7 +164,8 @@ def _from_object(obj: Mapping[str, Any], res: KubeResource, creator: Key) -> lis
         replicas = None if kind == "DaemonSet" else (obj.get("spec", {}).get("replicas", 1) if kind != "Job" else 1)
         return [Workload(
             name=meta["name"], namespace=ns, origin=f"manifest {kind}/{meta['name']}", creator=creator,
-            pod_spec=spec, labels=dict(template.get("metadata", {}).get("labels", {})), replicas=replicas,
+            pod_spec=spec, labels=dict(template.get("metadata", {}).get("labels", {})),
+            annotations=dict(template.get("metadata", {}).get("annotations", {})), replicas=replicas,
             idle=kind != "Job", transient=kind == "Job", requests=pod_requests(spec),
         )]
     if kind == "RayCluster":
@@ -187,7 +189,7 @@ def _ray_pods(obj: Mapping[str, Any], creator: Key) -> list[Workload]:
         name=f"{name}-head", namespace=ns, origin=f"RayCluster/{name} head (created by KubeRay)", creator=creator,
         pod_spec=head_spec, labels={**head_tpl.get("metadata", {}).get("labels", {}), RAY_CLUSTER_LABEL: name,
                                     RAY_NODE_TYPE_LABEL: "head", RAY_GROUP_LABEL: "headgroup"},
-        requests=pod_requests(head_spec),
+        annotations=dict(head_tpl.get("metadata", {}).get("annotations", {})), requests=pod_requests(head_spec),
     )]
     for group in spec.get("workerGroupSpecs", []):
         tpl = group["template"]
@@ -373,6 +375,7 @@ def collect(graph: DeployGraph, table: Mapping[str, Any] | None = None) -> tuple
                 name="jupyter-<user>", namespace=res.properties.get("Namespace", "default"),
                 origin="z2jh single-user server (spawned by the hub per user)", creator=key, pod_spec=spec,
                 labels=dict(SINGLEUSER_LABELS), idle=False, requests=pod_requests(spec),
+                annotations=dict(values.get("singleuser", {}).get("extraAnnotations") or {}),
             ))
     for addon in graph.find("AWS::EKS::Addon"):
         name = addon.properties["AddonName"]
