@@ -37,7 +37,7 @@ VARIANT_OVERRIDES = {
 
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory) -> SynthesizedPlatform:
-    """The default configuration from cdk.json."""
+    """The config model's defaults (never the user's cdk.json platform)."""
     return synth_platform(tmp_path_factory.mktemp("cdk-default"))
 
 

@@ -31,6 +31,15 @@ def feature_flags() -> dict[str, Any]:
     return context
 
 
+def model_context() -> dict[str, Any]:
+    """What the suite synthesizes: cdk.json's feature flags and the config model's defaults (an empty
+    ``platform``). Users and the pipeline commit their own settings in cdk.json's ``platform``; they never reach
+    the suite, except in the one test that checks the committed file synthesizes."""
+    context = feature_flags()
+    context[config_mod.CONTEXT_KEY] = {}
+    return context
+
+
 @dataclass
 class SynthesizedPlatform:
     config: config_mod.PlatformConfig
@@ -51,7 +60,8 @@ class SynthesizedPlatform:
 
 
 def synth_platform(outdir: Path, overrides: Mapping[str, Any] | None = None) -> SynthesizedPlatform:
-    context = cdk_json_context()
+    """The model's defaults with ``overrides`` (dotted ``platform.`` paths), synthesized like `cdk synth`."""
+    context = model_context()
     # The CDK CLI turns on construct-path metadata; tests map findings back to constructs with it.
     context["aws:cdk:enable-path-metadata"] = True
     cfg = config_mod.build_config(context.pop(config_mod.CONTEXT_KEY), overrides or {})
@@ -122,7 +132,7 @@ def synth_pipeline(outdir: Path, overrides: Mapping[str, Any] | None = None) -> 
     """Synthesize the app with the delivery pipeline enabled, through app.build_app like `cdk synth`."""
     import app as app_module
 
-    context = cdk_json_context()
+    context = model_context()
     context["aws:cdk:enable-path-metadata"] = True
     context.update(PIPELINE_OVERRIDES)
     context.update(overrides or {})

@@ -12,7 +12,7 @@ import yaml
 
 from charts import karpenter_nodes as kn
 from cost.estimate import PRICES, PriceTable, budget_problems, estimate, render
-from tests.platform_synth import ROOT, cdk_json_context, synth_platform
+from tests.platform_synth import ROOT, model_context, synth_platform
 from tools.render import Assembly
 
 
@@ -81,7 +81,7 @@ def test_budget_guard_names_both_figures(default_estimate):
 
 
 def test_synth_refuses_a_platform_over_budget(tmp_path):
-    ctx = cdk_json_context()
+    ctx = model_context()
     ctx["platform.cost.max_idle_usd_per_hour"] = "0.2"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(CDK_CONTEXT_JSON=json.dumps(ctx), CDK_OUTDIR=str(tmp_path), CDK_VALIDATION="false")
