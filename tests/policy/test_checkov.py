@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.platform_synth import ROOT
+from tools.boot.workloads import singleuser_pod
 
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 ALLOWLIST = yaml.safe_load((ROOT / "compliance" / "checkov_allowlist.yaml").read_text())
@@ -42,39 +43,6 @@ def nested_pods(obj: dict) -> list[dict]:
 
     walk(obj.get("spec", {}), [])
     return pods
-
-
-def z2jh_user_pod(values: dict) -> dict:
-    """The single-user server Pod that KubeSpawner would create from the z2jh ``singleuser`` values.
-
-    An approximation of the chart's rendering, limited to the fields these values set (identity,
-    privilege, image, placement, environment, resources of the first profile), so that checkov's
-    pod checks judge the notebook servers too.
-    """
-    su = values["singleuser"]
-    profile = (su.get("profileList") or [{}])[0].get("kubespawner_override", {})
-    env = [{"name": k, **({"value": v} if isinstance(v, str) else v)} for k, v in su.get("extraEnv", {}).items()]
-    resources = {
-        "requests": {"cpu": str(profile.get("cpu_guarantee", "")), "memory": str(profile.get("mem_guarantee", ""))},
-        "limits": {"cpu": str(profile.get("cpu_limit", "")), "memory": str(profile.get("mem_limit", ""))},
-    }
-    container = {
-        "name": "notebook",
-        "image": f"{su['image']['name']}:{su['image']['tag']}",
-        "env": env,
-        "resources": {k: {kk: vv for kk, vv in v.items() if vv} for k, v in resources.items()},
-        # KubeSpawner builds it from uid / allowPrivilegeEscalation, then overlays container_security_context.
-        "securityContext": {"runAsUser": su["uid"], "allowPrivilegeEscalation": su.get("allowPrivilegeEscalation", True),
-                            **values["hub"]["config"].get("KubeSpawner", {}).get("container_security_context", {})},
-    }
-    spec = {
-        "securityContext": {"fsGroup": su.get("fsGid"), **su.get("extraPodConfig", {}).get("securityContext", {})},
-        "containers": [container],
-        "nodeSelector": su.get("nodeSelector", {}),
-        "tolerations": su.get("extraTolerations", []),
-        "automountServiceAccountToken": False,
-    }
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "jupyter-user", "namespace": "jupyterhub"}, "spec": spec}
 
 
 def _run(directory: Path, framework: str) -> dict:
@@ -121,7 +89,7 @@ def kubernetes_report(platform, tmp_path_factory):
         written += len(docs)
     assert written >= len(objects) > 0
     hub_values = platform.assembly.helm_releases()["jupyterhub"].values
-    (out / "z2jh-user-pod.yaml").write_text(yaml.safe_dump(z2jh_user_pod(hub_values)))
+    (out / "z2jh-user-pod.yaml").write_text(yaml.safe_dump(singleuser_pod(hub_values)))
     return _run(out, "kubernetes")
 
 

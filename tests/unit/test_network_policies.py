@@ -15,6 +15,7 @@ import cdk8s  # noqa: E402
 import kubernetes_validate  # noqa: E402
 
 from charts.network_policies import RayNetworkPoliciesChart, ray_network_policies  # noqa: E402
+from tools.boot import netpol  # noqa: E402
 
 KUBERNETES_VERSION = "1.35"
 
@@ -26,7 +27,7 @@ def manifests() -> list[dict[str, Any]]:
     return json.loads(json.dumps(chart.to_json()))
 
 
-# -- a small NetworkPolicy evaluator (ingress only) -----------------------------------------------------
+# -- sample pods -----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -35,72 +36,11 @@ class Pod:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
-def _namespace_labels(namespace: str) -> dict[str, str]:
-    return {"kubernetes.io/metadata.name": namespace}  # set by the API server on every namespace
-
-
-def _selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
-    if selector is None:
-        return False
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
-        if op == "In" and labels.get(key) not in values:
-            return False
-        if op == "NotIn" and key in labels and labels[key] in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-    return True
-
-
-def _peer_matches(peer: Mapping[str, Any], policy_namespace: str, source: Pod) -> bool:
-    if "ipBlock" in peer:
-        raise AssertionError("ipBlock peers are not used (Cilium ignores them for pod IPs)")
-    ns_sel, pod_sel = peer.get("namespaceSelector"), peer.get("podSelector")
-    if ns_sel is None:  # podSelector alone: pods of the policy's own namespace
-        return source.namespace == policy_namespace and _selector_matches(pod_sel, source.labels)
-    if not _selector_matches(ns_sel, _namespace_labels(source.namespace)):
-        return False
-    return pod_sel is None or _selector_matches(pod_sel, source.labels)
-
-
-def _port_matches(ports: list[Mapping[str, Any]] | None, port: int, protocol: str) -> bool:
-    if not ports:
-        return True
-    for p in ports:
-        if p.get("protocol", "TCP") != protocol:
-            continue
-        if "port" not in p:
-            return True
-        assert isinstance(p["port"], int), "named ports are not used"
-        if p["port"] <= port <= p.get("endPort", p["port"]):
-            return True
-    return False
-
-
 def allowed(policies: list[Mapping[str, Any]], source: Pod, dest: Pod, port: int, protocol: str = "TCP") -> bool:
-    """Kubernetes semantics: no ingress policy selects ``dest`` -> allowed; else any rule of one that does."""
-    selecting = [
-        p for p in policies
-        if p["kind"] == "NetworkPolicy" and p["metadata"]["namespace"] == dest.namespace
-        and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
-        and _selector_matches(p["spec"]["podSelector"], dest.labels)
-    ]
-    if not selecting:
-        return True
-    for policy in selecting:
-        for rule in policy["spec"].get("ingress") or []:
-            peers = rule.get("from")
-            if peers and not any(_peer_matches(peer, policy["metadata"]["namespace"], source) for peer in peers):
-                continue
-            if _port_matches(rule.get("ports"), port, protocol):
-                return True
-    return False
+    """The first-boot model's NetworkPolicy semantics (tools/boot/netpol.py), over the sample pods."""
+    ok, _ = netpol.flow_allowed(policies, netpol.Endpoint.pod(source.namespace, source.labels),
+                                netpol.Endpoint.pod(dest.namespace, dest.labels), port, protocol)
+    return ok
 
 
 HEAD = Pod("ray", {"ray.io/cluster": "ray", "ray.io/node-type": "head", "ray.io/is-ray-node": "yes"})

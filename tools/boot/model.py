@@ -173,23 +173,19 @@ class BootModel:
 
     def _schedule_problems(self, w: Workload, scope: frozenset[Key], karpenter: bool = True) -> tuple[list[str], str]:
         """(problems, where) for one replica of ``w`` with what exists in ``scope``."""
-        cpu, mem = w.requests
         reasons = []
         for node in self._nodes_at(scope):
-            why = node.eligible(w.tolerations, w.node_selector, w.node_affinity)
-            if not why and cpu <= node.allocatable[0] and mem <= node.allocatable[1]:
+            why = self._misfit(w, node)
+            if why is None:
                 return [], node.pool
-            reasons.append(f"{node.pool}: " + ("; ".join(why) if why else f"requests {cpu}m/{mem}Mi > allocatable {node.allocatable}"))
+            reasons.append(f"{node.pool}: {why}")
         if karpenter and self.pools:
             can, why_not = self.karpenter_can_launch(scope)
             for pool in self.pools:
-                node = pool.node(0)
-                why = node.eligible(w.tolerations, w.node_selector, w.node_affinity)
-                if why:
-                    reasons.append(f"pool {pool.name}: " + "; ".join(why))
-                    continue
-                if cpu > node.allocatable[0] or mem > node.allocatable[1]:
-                    reasons.append(f"pool {pool.name}: requests {cpu}m/{mem}Mi exceed its largest type {node.instance_type}")
+                node = pool.node(0)  # the pool's largest instance type
+                why = self._misfit(w, node)
+                if why is not None:
+                    reasons.append(f"pool {pool.name} ({node.instance_type}): {why}")
                     continue
                 if not can:
                     reasons.append(f"pool {pool.name} matches, but Karpenter cannot launch: {why_not}")
@@ -202,16 +198,21 @@ class BootModel:
                 return [], f"karpenter:{pool.name}"
         return [("no node takes it: " + " | ".join(reasons)) if reasons else "no node exists at this step"], ""
 
-    def _schedule_on(self, w: Workload, nodes: list[Node]) -> tuple[list[str], str]:
+    @staticmethod
+    def _misfit(w: Workload, node: Node) -> str | None:
+        """Why one replica of ``w`` cannot run on ``node`` even when it is empty, or None when it can."""
+        why = node.eligible(w.tolerations, w.node_selector, w.node_affinity)
+        if why:
+            return "; ".join(why)
         cpu, mem = w.requests
-        reasons = []
-        fits = []
-        for node in nodes:
-            why = node.eligible(w.tolerations, w.node_selector, w.node_affinity)
-            if not why and cpu <= node.allocatable[0] and mem <= node.allocatable[1]:
-                fits.append(node)
-            else:
-                reasons.append(f"{node.pool}: " + ("; ".join(why) if why else "requests exceed allocatable"))
+        if cpu > node.allocatable[0] or mem > node.allocatable[1]:
+            return f"requests {cpu}m/{mem}Mi > allocatable {node.allocatable}"
+        return None
+
+    def _schedule_on(self, w: Workload, nodes: list[Node]) -> tuple[list[str], str]:
+        """Like _schedule_problems on these nodes only, with one replica per node when w asks for that."""
+        fits = [n for n in nodes if self._misfit(w, n) is None]
+        reasons = [f"{n.pool}: {self._misfit(w, n)}" for n in nodes if n not in fits]
         needed = (w.replicas or 1) if w.anti_affinity_per_node else 1
         if len(fits) >= needed:
             return [], fits[0].pool

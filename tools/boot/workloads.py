@@ -315,29 +315,42 @@ def _from_table(entry: Mapping[str, Any], values: Mapping[str, Any], *, namespac
 # ------------------------------------------------------------------------------------------ z2jh single-user
 
 
-def singleuser_pod(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The single-user server PodSpec KubeSpawner builds from the z2jh values (the fields that matter here)."""
+def singleuser_pod(values: Mapping[str, Any], namespace: str = "jupyterhub") -> dict[str, Any]:
+    """The single-user server Pod that KubeSpawner builds from the z2jh values, limited to the fields these values
+    set: identity and privilege, image, placement, environment, labels and annotations, and the resources of the
+    first profile (else z2jh's ``singleuser.cpu``/``memory`` guarantees; memory defaults to 1G). Used by the
+    first-boot model and by the checkov gate, so both judge the same notebook server."""
     su = values.get("singleuser", {})
     profile = (su.get("profileList") or [{}])[0].get("kubespawner_override", {})
     ctx = {"runAsUser": su.get("uid", 1000), "allowPrivilegeEscalation": su.get("allowPrivilegeEscalation", False),
            **values.get("hub", {}).get("config", {}).get("KubeSpawner", {}).get("container_security_context", {})}
     env = [{"name": k, "value": v} if isinstance(v, str) else {"name": k, **v} for k, v in su.get("extraEnv", {}).items()]
+    requests = {"cpu": profile.get("cpu_guarantee", su.get("cpu", {}).get("guarantee")),
+                "memory": profile.get("mem_guarantee", su.get("memory", {}).get("guarantee", "1G"))}
+    limits = {"cpu": profile.get("cpu_limit", su.get("cpu", {}).get("limit")),
+              "memory": profile.get("mem_limit", su.get("memory", {}).get("limit"))}
+    resources = {part: {k: str(v) for k, v in amounts.items() if v}
+                 for part, amounts in (("requests", requests), ("limits", limits))}
+    image = su.get("image", {})
+    container: dict[str, Any] = {
+        "name": "notebook", "securityContext": ctx, "env": env, "ports": [{"containerPort": 8888}],
+        "resources": {part: amounts for part, amounts in resources.items() if amounts},
+    }
+    if image.get("name"):
+        container["image"] = f"{image['name']}:{image.get('tag', 'latest')}"
     spec: dict[str, Any] = {
-        "securityContext": {"fsGroup": su.get("fsGid")},
-        "containers": [{
-            "name": "notebook", "securityContext": ctx, "env": env, "ports": [{"containerPort": 8888}],
-            # The profile's guarantees, else z2jh's singleuser.cpu/memory.guarantee (memory defaults to 1G).
-            "resources": {"requests": {k: v for k, v in {
-                "cpu": profile.get("cpu_guarantee", su.get("cpu", {}).get("guarantee")),
-                "memory": profile.get("mem_guarantee", su.get("memory", {}).get("guarantee", "1G"))}.items() if v}},
-        }],
+        "securityContext": {"fsGroup": su.get("fsGid"), **su.get("extraPodConfig", {}).get("securityContext", {})},
+        "containers": [container],
         "nodeSelector": su.get("nodeSelector", {}),
         "tolerations": su.get("extraTolerations", []),
-        "serviceAccountName": "default",
+        "automountServiceAccountToken": False,
     }
     if su.get("cloudMetadata", {}).get("blockWithIptables", True):
         spec["initContainers"] = [Z2JH_BLOCK_METADATA_INIT]
-    return spec
+    metadata = {"name": "jupyter-user", "namespace": namespace, "labels": dict(SINGLEUSER_LABELS)}
+    if su.get("extraAnnotations"):
+        metadata["annotations"] = dict(su["extraAnnotations"])
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
 
 
 # ------------------------------------------------------------------------------------------ everything
@@ -370,12 +383,12 @@ def collect(graph: DeployGraph, table: Mapping[str, Any] | None = None) -> tuple
             if wl:
                 out.append(wl)
         if chart == "jupyterhub":
-            spec = singleuser_pod(values)
+            pod = singleuser_pod(values, res.properties.get("Namespace", "default"))
             out.append(Workload(
-                name="jupyter-<user>", namespace=res.properties.get("Namespace", "default"),
-                origin="z2jh single-user server (spawned by the hub per user)", creator=key, pod_spec=spec,
-                labels=dict(SINGLEUSER_LABELS), idle=False, requests=pod_requests(spec),
-                annotations=dict(values.get("singleuser", {}).get("extraAnnotations") or {}),
+                name="jupyter-<user>", namespace=pod["metadata"]["namespace"],
+                origin="z2jh single-user server (spawned by the hub per user)", creator=key, pod_spec=pod["spec"],
+                labels=pod["metadata"]["labels"], idle=False, requests=pod_requests(pod["spec"]),
+                annotations=pod["metadata"].get("annotations", {}),
             ))
     for addon in graph.find("AWS::EKS::Addon"):
         name = addon.properties["AddonName"]
