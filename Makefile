@@ -2,6 +2,13 @@
 # `make synth` or `make test`. Install steps are skipped when nothing changed.
 
 PYTHON ?= python3
+# Context overrides for synth, cost, deploy, diff and destroy, as the CDK CLI takes them:
+#   make synth CTX='-c platform.karpenter.gpu.enabled=true'
+CTX ?=
+# The platform's stacks sit in the stage `DynamicFactory`; `cdk deploy --all` selects only top-level stacks.
+STACKS := 'DynamicFactory/*'
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 VENV := .venv
 PY := $(VENV)/bin/python
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
@@ -9,11 +16,15 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Synthesis never needs AWS credentials: keep the SDK from looking for them.
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: install synth test job bench cost clean help
+.PHONY: install synth test job bench cost impact deploy diff destroy clean help
 
 help:
-	@echo "make synth   install everything, synthesize the platform offline, print a summary"
+	@echo "make synth   install everything, synthesize the platform offline, print a summary (CTX='-c k=v' overrides)"
 	@echo "make test    install everything, run the whole test suite"
+	@echo "make deploy  deploy the platform's stacks to the account and region of your AWS credentials (CTX too)"
+	@echo "make diff    what a deploy would change (CTX too)"
+	@echo "make destroy delete the platform's stacks (see README, Tearing down)"
+	@echo "make impact  what a config change would do to the deployed resources, offline (CTX='-c k=v')"
 	@echo "make job     run the XGBoost validation job (embedded local Ray unless RAY_ADDRESS is set)"
 	@echo "make bench   compare single-process XGBoost with the Ray job at equal cores"
 	@echo "make cost    what the synthesized platform costs idle and at its limits"
@@ -35,10 +46,24 @@ node_modules/.installed: package.json package-lock.json
 
 install: $(VENV)/.installed node_modules/.installed .venv-checkov/.installed
 
+# app.py prints the summary after every synthesis; the filter drops two CLI lines that only confuse
+# here ("Supply a stack id ..." after a quiet synth, "Subprocess exited with error 2" after our own
+# config error message).
 synth: $(VENV)/.installed node_modules/.installed
 	@rm -rf cdk.out
-	npx cdk synth --quiet
-	@$(PY) -m tools.summary cdk.out dist
+	@npx cdk synth --quiet $(CTX) 2>&1 | { grep -v -e '^Supply a stack id' -e 'Subprocess exited with error' || true; }
+
+deploy: $(VENV)/.installed node_modules/.installed
+	npx cdk deploy $(STACKS) $(CTX)
+
+diff: $(VENV)/.installed node_modules/.installed
+	npx cdk diff $(STACKS) $(CTX)
+
+destroy: $(VENV)/.installed node_modules/.installed
+	npx cdk destroy $(STACKS) $(CTX)
+
+impact: $(VENV)/.installed node_modules/.installed
+	@$(PY) -m tools.impact $(CTX)
 
 test: install
 	$(PY) -m pytest

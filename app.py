@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
@@ -51,25 +53,39 @@ def build_app(app: cdk.App):
     return stage, pipeline
 
 
+ROOT = Path(__file__).resolve().parent
+# The effective configuration of a synthesis (cdk.json plus every -c override), written beside the
+# assembly so `make cost` and the summary price and describe what was synthesized, not cdk.json.
+CONFIG_FILE = "platform-config.json"
+
+
 def check_budget(assembly_dir: str, config) -> list[str]:
     """The cost guardrail: the idle (and ceiling) estimate of the synthesized stage against the budget."""
-    from pathlib import Path
+    from cost.estimate import budget_problems
 
-    from cost.estimate import PriceTable, budget_problems, estimate
+    est = stage_estimate(assembly_dir, config.cost.price_region)
+    return budget_problems(est, config.cost.max_idle_usd_per_hour, config.cost.max_ceiling_usd_per_hour)
+
+
+def stage_estimate(assembly_dir: str | Path, price_region: str):
+    from cost.estimate import PriceTable, estimate
     from tools.render import Assembly
 
-    est = estimate(Assembly(Path(assembly_dir) / f"assembly-{STAGE_ID}"), PriceTable(region=config.cost.price_region))
-    return budget_problems(est, config.cost.max_idle_usd_per_hour, config.cost.max_ceiling_usd_per_hour)
+    return estimate(Assembly(Path(assembly_dir) / f"assembly-{STAGE_ID}"), PriceTable(region=price_region))
 
 
 def check_first_boot(assembly_dir: str) -> list[str]:
     """The first-boot model (tools/boot) over the synthesized stage: what would not come up on a real deploy."""
-    from pathlib import Path
-
     from tools.boot.model import BootModel
 
     verdicts = BootModel(Path(assembly_dir) / f"assembly-{STAGE_ID}").run()
     return [f"[{v.step}] {v.check} {v.subject}: {v.detail}" for v in verdicts if not v.ok]
+
+
+def dist_dir(assembly_dir: Path) -> Path | None:
+    """Where the rendered manifests go: ``dist/`` for the project's own ``cdk.out`` (every CLI command),
+    nowhere for any other output directory (tests, tools), so those never overwrite what a user reviews."""
+    return ROOT / "dist" if assembly_dir.resolve() == (ROOT / "cdk.out").resolve() else None
 
 
 def main() -> int:
@@ -80,15 +96,28 @@ def main() -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     assembly = app.synth()
-    problems = check_budget(assembly.directory, stage.config)
+    outdir = Path(assembly.directory)
+    config = stage.config
+    (outdir / CONFIG_FILE).write_text(json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+
+    from cost.estimate import budget_problems
+    from tools.boot.model import BootModel
+    from tools.summary import print_summary
+
+    est = stage_estimate(outdir, config.cost.price_region)
+    model = BootModel(outdir / f"assembly-{STAGE_ID}")
+    # Every synthesis says what it built (the CLI's included): a -c override shows here and in dist/.
+    verdicts = print_summary(outdir, dist_dir(outdir), estimate=est, model=model)
+    problems = budget_problems(est, config.cost.max_idle_usd_per_hour, config.cost.max_ceiling_usd_per_hour)
     if problems:
-        print("error: the platform is over its cost budget (see `make cost`):\n"
+        print("error: the platform is over its cost budget (the breakdown: `make cost`, with the same CTX):\n"
               + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
         return 2
-    problems = check_first_boot(assembly.directory)
-    if problems:
+    failed = [v for v in verdicts if not v.ok]
+    if failed:
         print("error: this configuration would not boot (details: `python -m tools.boot cdk.out/assembly-"
-              f"{STAGE_ID}`):\n" + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
+              f"{STAGE_ID}`):\n" + "\n".join(f"  - [{v.step}] {v.check} {v.subject}: {v.detail}" for v in failed),
+              file=sys.stderr)
         return 2
     return 0
 

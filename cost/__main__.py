@@ -1,7 +1,12 @@
-"""`make cost`: print the cost estimate of the synthesized platform (python -m cost [cdk.out])."""
+"""`make cost`: print the cost estimate of the synthesized platform (python -m cost [cdk.out]).
+
+It prices the configuration that was synthesized (cdk.json plus any -c override), which app.py
+records in ``<cdk.out>/platform-config.json``, never cdk.json itself.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -12,13 +17,12 @@ from tools.render import Assembly
 def main(argv: list[str]) -> int:
     outdir = Path(argv[0] if argv else "cdk.out")
     stage = outdir / "assembly-DynamicFactory"
-    if not stage.exists():
-        print(f"no synthesized platform in {outdir}: run `make synth` first", file=sys.stderr)
+    config_file = outdir / "platform-config.json"
+    if not stage.exists() or not config_file.exists():
+        print(f"no synthesized platform in {outdir}: run `make synth` (or `make cost`, which synthesizes) first",
+              file=sys.stderr)
         return 1
-    import json
-
-    region = json.loads((Path(__file__).resolve().parent.parent / "cdk.json").read_text())["context"]["platform"]
-    region = region.get("cost", {}).get("price_region", "us-east-1")
+    region = json.loads(config_file.read_text())["cost"]["price_region"]
     print(render(estimate(Assembly(stage), PriceTable(region=region))))
     return 0
 

@@ -52,6 +52,9 @@ def placeholder(value: Any) -> str:
             return "${" + placeholder(source).strip("${}") + f"|split({delim})[{arg[0]}]" + "}"
         if fn == "Fn::Join":
             return join(value)
+        if fn == "Fn::Sub":
+            # Its template already reads as ${...} placeholders (e.g. the CDK asset repository's name).
+            return arg if isinstance(arg, str) else arg[0]
         return "${" + fn + "}"
     return "${?}"
 
