@@ -7,8 +7,12 @@ deployed. Prices come from ``cost/prices.yaml``.
 * **idle**: what runs with no notebook and no job: EKS control planes, NAT gateways, managed node
   groups at their desired size, the node that hosts the Ray head and the hub when they are on a
   Karpenter pool, load balancers, interface endpoints and KMS keys.
-* **ceiling**: idle plus every Karpenter NodePool filled to its CPU limit, priced on-demand and
-  with the assumed Spot discount (pools that allow Spot).
+* **ceiling**: the most the platform can cost per hour: idle plus every Karpenter NodePool filled to
+  its CPU limit, priced on-demand and with the assumed Spot discount (pools that allow Spot). The
+  per-pool lines are what each pool adds on top of idle; both ceiling totals include idle.
+
+An instance type that ``prices.yaml`` records as ``null`` for a region is not offered there: pools
+skip it, and a managed node group that asks for it fails with a :class:`PriceError` that says so.
 """
 
 from __future__ import annotations
@@ -53,8 +57,8 @@ class Line:
 class Estimate:
     region: str
     idle: list[Line] = field(default_factory=list)
-    ceiling: list[Line] = field(default_factory=list)  # on top of idle, on-demand prices
-    ceiling_spot: list[Line] = field(default_factory=list)  # on top of idle, Spot where allowed
+    ceiling: list[Line] = field(default_factory=list)  # what each pool adds to idle, on-demand prices
+    ceiling_spot: list[Line] = field(default_factory=list)  # what each pool adds to idle, Spot where allowed
     alternatives: list[Line] = field(default_factory=list)  # change to the idle figure
 
     @property
@@ -63,34 +67,55 @@ class Estimate:
 
     @property
     def ceiling_on_demand_hourly(self) -> float:
+        """Idle plus every pool at its limit, on-demand prices (idle included)."""
         return self.idle_hourly + sum(line.hourly for line in self.ceiling)
 
     @property
     def ceiling_spot_hourly(self) -> float:
+        """Idle plus every pool at its limit, Spot where the pool allows it (idle included)."""
         return self.idle_hourly + sum(line.hourly for line in self.ceiling_spot)
 
 
 class PriceTable:
+    """One region's prices from ``prices.yaml``.
+
+    ``instances`` maps an instance type to its on-demand hourly price, or to ``null`` when the type
+    is not offered in that region (the YAML says why in a comment). A type missing altogether is a
+    gap in the table, reported as such.
+    """
+
     def __init__(self, path: Path = PRICES, region: str = "us-east-1"):
         data = yaml.safe_load(path.read_text())
         if region not in data["regions"]:
             raise PriceError(f"no prices for region {region!r} in {path.name} (have: {sorted(data['regions'])})")
+        self.path = path
         self.region = region
         self.data = data
         self.table = data["regions"][region]
         self.spot_discount = float(data["spot_discount"]["value"])
 
     def service(self, name: str) -> float:
-        return float(self.table["services"][name]["value"])
+        try:
+            return float(self.table["services"][name]["value"])
+        except KeyError:
+            raise PriceError(f"no price for {name!r} in {self.region} ({self.path.name})") from None
+
+    def offered(self, instance_type: str) -> bool:
+        """False only when the table records the type as not offered in this region (``null``)."""
+        return self.table["instances"].get(instance_type, 0) is not None
 
     def instance(self, instance_type: str) -> float:
-        try:
-            return float(self.table["instances"][instance_type])
-        except KeyError:
-            raise PriceError(f"no price for instance type {instance_type!r} in {self.region} (cost/prices.yaml)") from None
+        instances = self.table["instances"]
+        if instance_type not in instances:
+            raise PriceError(f"no price for instance type {instance_type!r} in {self.region} ({self.path.name})")
+        if instances[instance_type] is None:
+            raise PriceError(f"instance type {instance_type!r} is not offered in {self.region} "
+                             f"({self.path.name} records it as null): choose another type or price region")
+        return float(instances[instance_type])
 
     def has(self, instance_type: str) -> bool:
-        return instance_type in self.table["instances"]
+        """A price is known: listed and offered."""
+        return self.table["instances"].get(instance_type) is not None
 
 
 # --------------------------------------------------------------------------------------------- parsing
@@ -152,7 +177,10 @@ def cheapest_fitting(pool: Pool, prices: PriceTable, cpu: float, mem: float) -> 
 
 
 def cheapest_per_vcpu(pool: Pool, prices: PriceTable) -> tuple[str, float]:
-    options = [(prices.instance(t) / _instance_shape(t)[0], t) for t in pool.types()]
+    """The pool's cheapest vCPU among the types offered in the region (types not offered are skipped)."""
+    options = [(prices.instance(t) / _instance_shape(t)[0], t) for t in pool.types() if prices.offered(t)]
+    if not options:
+        raise PriceError(f"none of pool {pool.name!r}'s instance types {pool.types()} is offered in {prices.region}")
     per_vcpu, instance_type = min(options)
     return instance_type, per_vcpu
 
@@ -229,7 +257,8 @@ def estimate(assembly: Assembly, prices: PriceTable) -> Estimate:
         instance_type, per_vcpu = cheapest_per_vcpu(pool, prices)
         est.ceiling.append(Line(f"{name} pool at its {pool.cpu_limit:g}-vCPU limit ({instance_type} rate)", pool.cpu_limit, per_vcpu))
         spot_rate = per_vcpu * (1 - prices.spot_discount) if pool.spot else per_vcpu
-        est.ceiling_spot.append(Line(f"{name} pool at its limit ({'Spot' if pool.spot else 'on-demand'})", pool.cpu_limit, spot_rate))
+        est.ceiling_spot.append(Line(f"{name} pool at its limit ({'Spot' if pool.spot else 'on-demand'})",
+                                     pool.cpu_limit, spot_rate, "" if pool.spot else "on-demand only"))
 
     # Alternatives that move the idle line.
     azs = len({s["Properties"]["AvailabilityZone"] if isinstance(s["Properties"]["AvailabilityZone"], str)
@@ -265,11 +294,18 @@ def render(est: Estimate) -> str:
         out.append(f"  {line.item:<{width}} {line.count:>4g} x {_money(line.unit_hourly):>9}  = {_money(line.hourly):>9}/h{note}")
     out.append(f"  {'idle total':<{width}} {'':>4}   {'':>9}  = {_money(est.idle_hourly):>9}/h"
                f"  ({_money(est.idle_hourly * HOURS_PER_MONTH)}/month)")
-    out += ["", "Ceiling (every NodePool at its limit, on top of idle):"]
-    for line in est.ceiling:
-        out.append(f"  {line.item:<{width}} {line.count:>4g} x {_money(line.unit_hourly):>9}  = {_money(line.hourly):>9}/h")
-    out.append(f"  {'ceiling, on-demand prices':<{width}} {'':>4}   {'':>9}  = {_money(est.ceiling_on_demand_hourly):>9}/h")
-    out.append(f"  {'ceiling, Spot where allowed':<{width}} {'':>4}   {'':>9}  = {_money(est.ceiling_spot_hourly):>9}/h")
+    # Two columns, each adding up: idle, plus what every pool adds at its limit, equals the ceiling.
+    blank = f"  {'':<{width}} {'':>4}   {'':>9}"
+    out += ["", "Ceiling (idle plus every NodePool at its CPU limit; both totals include idle):",
+            f"{blank}    {'on-demand':>11}  {'Spot allowed':>12}"]
+    out.append(f"  {'idle total (above)':<{width}} {'':>4}   {'':>9}    {_money(est.idle_hourly):>9}/h  "
+               f"{_money(est.idle_hourly):>10}/h")
+    for on_demand, spot in zip(est.ceiling, est.ceiling_spot):
+        note = f"  ({spot.note})" if spot.note else ""
+        out.append(f"  {on_demand.item:<{width}} {on_demand.count:>4g} x {_money(on_demand.unit_hourly):>9}  "
+                   f"+ {_money(on_demand.hourly):>9}/h  {_money(spot.hourly):>10}/h{note}")
+    out.append(f"  {'ceiling total (idle included)':<{width}} {'':>4}   {'':>9}  = "
+               f"{_money(est.ceiling_on_demand_hourly):>9}/h  {_money(est.ceiling_spot_hourly):>10}/h")
     if est.alternatives:
         out += ["", "Alternatives (change to the idle figure):"]
         for line in est.alternatives:
@@ -284,7 +320,8 @@ def budget_problems(est: Estimate, max_idle: float | None, max_ceiling: float | 
         problems.append(f"cost.max_idle_usd_per_hour: the idle estimate is {_money(est.idle_hourly)}/h, "
                         f"above the budget of {_money(max_idle)}/h")
     if max_ceiling is not None and est.ceiling_spot_hourly > max_ceiling + 1e-9:
-        problems.append(f"cost.max_ceiling_usd_per_hour: the ceiling estimate (Spot where allowed) is "
+        problems.append(f"cost.max_ceiling_usd_per_hour: the ceiling estimate (idle plus every pool at its "
+                        "limit, Spot where allowed) is "
                         f"{_money(est.ceiling_spot_hourly)}/h, above the budget of {_money(max_ceiling)}/h")
     return problems
 
