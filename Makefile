@@ -62,8 +62,8 @@ diff: $(VENV)/.installed node_modules/.installed
 destroy: $(VENV)/.installed node_modules/.installed
 	npx cdk destroy $(STACKS) $(CTX)
 
-impact: $(VENV)/.installed node_modules/.installed
-	@$(PY) -m tools.impact $(CTX)
+impact: $(VENV)/.installed
+	@$(PY) -m tools.impact $(CTX) $(ARGS)
 
 test: install
 	$(PY) -m pytest

@@ -42,6 +42,8 @@ _CLUSTER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
 _INSTANCE_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _IAM_PRINCIPAL_ARN = re.compile(r"^arn:aws(-cn|-us-gov)?:iam::\d{12}:(role|user)/[\w+=,.@/-]{1,512}$")
 _AZ_NAME = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d[a-z]$")
+# EKS-optimized AMI release versions: <Kubernetes major.minor.patch>-<release date>, e.g. 1.34.1-20251112.
+_AMI_RELEASE_VERSION = re.compile(r"^(?P<minor>\d+\.\d+)\.\d+-(?P<date>\d{8})$")
 
 
 class ConfigError(ValueError):
@@ -101,6 +103,21 @@ class SystemNodesConfig(_Model):
     desired_size: int = Field(2, ge=1, le=10)
     min_size: int = Field(2, ge=1, le=10)
     max_size: int = Field(3, ge=1, le=20)
+    # The AMI patch path. None: the latest EKS-optimized AL2023 release of cluster.kubernetes_version when
+    # the node group is created or moves to a new Kubernetes version, then nothing until the next upgrade.
+    # A release (of cluster.kubernetes_version): the nodes roll onto it when it changes; never backwards.
+    ami_release_version: str | None = None
+
+    @field_validator("ami_release_version")
+    @classmethod
+    def _ami_release_version(cls, value: str | None) -> str | None:
+        if value is not None and not _AMI_RELEASE_VERSION.match(value):
+            raise ValueError(
+                "must be an EKS-optimized AMI release version, <Kubernetes version>.<patch>-<YYYYMMDD> such as "
+                "1.34.1-20251112 (aws ssm get-parameter --name /aws/service/eks/optimized-ami/<minor>/"
+                "amazon-linux-2023/x86_64/standard/recommended/release_version), or null for the latest"
+            )
+        return value
 
     @field_validator("instance_type")
     @classmethod
@@ -146,6 +163,18 @@ class ClusterConfig(_Model):
             allowed = ", ".join(sorted(versions.KUBERNETES_VERSIONS))
             raise ValueError(f"must be one of {allowed} (the versions with a matching kubectl layer)")
         return value
+
+    @model_validator(mode="after")
+    def _ami_release_matches_the_version(self) -> "ClusterConfig":
+        release = self.system_nodes.ami_release_version
+        match = _AMI_RELEASE_VERSION.match(release or "")
+        if match and match["minor"] != self.kubernetes_version:
+            raise ValueError(
+                f"system_nodes.ami_release_version {release!r} is an AMI release of Kubernetes {match['minor']}, "
+                f"but kubernetes_version is {self.kubernetes_version!r}: set a {self.kubernetes_version} release "
+                "with it, or null for the latest (EKS rejects a node group whose AMI belongs to another version)"
+            )
+        return self
 
     @field_validator("admin_principal_arns")
     @classmethod
@@ -353,13 +382,27 @@ class RayConfig(_Model):
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,63}$")
 _ACM_ARN = re.compile(r"^arn:aws(-cn|-us-gov)?:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}$")
 _COGNITO_PREFIX = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+# The admin in Cognito mode: an e-mail address as JupyterHub sees it (it lowercases user names), in the
+# characters admin_user allows.
+_ADMIN_EMAIL = re.compile(r"^[a-z0-9][a-z0-9._-]*@(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
 class JupyterHubConfig(_Model):
     """The JupyterHub front door. Without a domain: NativeAuthenticator, reachable by port-forward only.
-    With domain + certificate_arn + cognito_domain_prefix: Amazon Cognito login over HTTPS."""
+    With domain + certificate_arn: Amazon Cognito login over HTTPS.
 
-    admin_user: str = "admin"
+    ``admin_user``: the JupyterHub admin. With NativeAuthenticator a user name (default ``admin``). In
+    Cognito mode JupyterHub names every user by the e-mail they sign in with, so the admin is an e-mail
+    address (lowercase) and must be given: ``admin`` would name nobody.
+
+    ``cognito_domain_prefix``: the hosted-UI domain ``<prefix>.auth.<region>.amazoncognito.com``. Leave it
+    empty (recommended): the stack derives it from its own CloudFormation stack id, so no later config
+    change can alter it. It is immutable once deployed: a user pool has one prefix domain, and
+    CloudFormation creates a replacement domain before deleting the old one, so a changed prefix fails the
+    JupyterHub stack update ("User pool already has a domain configured", aws/aws-cdk#10062) and rolls back.
+    Set it only before the first deploy, and only if you need a readable login host name.
+    """
+
     # Where the hub, the proxy and the user scheduler run (never Spot); see ray.head_placement.
     core_placement: Literal["system", "on-demand"] = "system"
     user_pool: Literal["on-demand", "spot"] = "on-demand"
@@ -367,6 +410,9 @@ class JupyterHubConfig(_Model):
     cull_timeout_seconds: int = Field(3600, ge=300, le=7 * 86_400)
     notebook_image: str = ""
     domain: str = ""
+    # After domain: its check reads whether Cognito mode is on. validate_default: the default "admin" is
+    # refused in Cognito mode too.
+    admin_user: str = Field("admin", validate_default=True)
     certificate_arn: str = ""
     cognito_domain_prefix: str = ""
     internal_load_balancer: bool = False
@@ -374,9 +420,14 @@ class JupyterHubConfig(_Model):
 
     @field_validator("admin_user")
     @classmethod
-    def _admin(cls, value: str) -> str:
+    def _admin(cls, value: str, info) -> str:  # info: pydantic's ValidationInfo (fields validated so far)
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$", value):
             raise ValueError("must be a user name of letters, digits and . _ @ - (at most 64)")
+        if info.data.get("domain") and not _ADMIN_EMAIL.match(value):
+            raise ValueError(
+                "must be the admin's e-mail address in lowercase (e.g. admin@example.com) when a domain turns on "
+                "Cognito login: users sign in with their e-mail and JupyterHub names them by it"
+            )
         return value
 
     @field_validator("notebook_image")
@@ -401,21 +452,22 @@ class JupyterHubConfig(_Model):
 
     @model_validator(mode="after")
     def _https_mode(self) -> "JupyterHubConfig":
-        fields = {"domain": self.domain, "certificate_arn": self.certificate_arn,
-                  "cognito_domain_prefix": self.cognito_domain_prefix}
+        fields = {"domain": self.domain, "certificate_arn": self.certificate_arn}
         given = {k for k, v in fields.items() if v}
         if given and given != set(fields):
             missing = ", ".join(sorted(set(fields) - given))
-            raise ValueError(f"HTTPS with Cognito login needs domain, certificate_arn and cognito_domain_prefix together; missing: {missing}")
+            raise ValueError(f"HTTPS with Cognito login needs domain and certificate_arn together; missing: {missing}")
+        if self.cognito_domain_prefix and not self.domain:
+            raise ValueError("cognito_domain_prefix only applies with a domain (Cognito login)")
         problems = []
         if self.domain and not _DOMAIN.match(self.domain):
             problems.append(f"domain {self.domain!r} is not a DNS name such as hub.example.com")
         if self.certificate_arn and not _ACM_ARN.match(self.certificate_arn):
             problems.append(f"certificate_arn {self.certificate_arn!r} is not an ACM certificate ARN")
         if self.cognito_domain_prefix and (not _COGNITO_PREFIX.match(self.cognito_domain_prefix)
-                                           or "cognito" in self.cognito_domain_prefix or "aws" in self.cognito_domain_prefix):
+                                           or any(w in self.cognito_domain_prefix for w in ("aws", "amazon", "cognito"))):
             problems.append(f"cognito_domain_prefix {self.cognito_domain_prefix!r} must be lowercase letters, digits and "
-                            "hyphens and may not contain 'aws' or 'cognito'")
+                            "hyphens and may not contain 'aws', 'amazon' or 'cognito' (or leave it empty: derived)")
         if (self.internal_load_balancer or self.allowed_cidrs) and not self.domain:
             problems.append("internal_load_balancer and allowed_cidrs only apply when a domain exposes the hub")
         if problems:
@@ -509,7 +561,9 @@ class CostConfig(_Model):
     """The budget synth enforces (see cost/estimate.py and `make cost`)."""
 
     price_region: str = "us-east-1"
-    max_idle_usd_per_hour: float | None = Field(0.30, gt=0)
+    # Above the idle of the defaults in every priced region (us-east-1 $0.30/h, ap-northeast-1 $0.36/h), below
+    # the same plus one always-on Karpenter node (the head or hub on the on-demand pool, +$0.17/h or more).
+    max_idle_usd_per_hour: float | None = Field(0.40, gt=0)
     max_ceiling_usd_per_hour: float | None = Field(None, gt=0)
 
     @field_validator("price_region")

@@ -65,6 +65,7 @@ class PlatformStage(cdk.Stage):
             system_desired_size=cluster_cfg.system_nodes.desired_size,
             system_min_size=cluster_cfg.system_nodes.min_size,
             system_max_size=cluster_cfg.system_nodes.max_size,
+            system_ami_release_version=cluster_cfg.system_nodes.ami_release_version,
         )
         self.cluster.add_stack_dependency(self.network)
 

@@ -6,17 +6,25 @@ The runner:
 1. gets a kubeconfig for the cluster (its role has an EKS access entry that maps it to one
    Kubernetes group, bound to a Role in the Ray namespace: read the token Secret, look up
    the head Service and its pods, port-forward to them; nothing else);
-2. port-forwards the Ray head's Jobs API (8265) and reads the Ray auth token;
-3. submits ``python -m jobs.xgboost_validation`` with the ``jobs/`` package and pinned
-   XGBoost, follows the logs, and fails when the job fails or misses its metric.
+2. waits, for at most ``RAY_HEAD_TIMEOUT_SECONDS`` (15 minutes), until a pod behind the head
+   Service is Ready (right after a deployment the head may still be pulling its image or
+   waiting for a node), then port-forwards the Jobs API (8265) and waits until it answers;
+   either wait ends with a message that says what was not ready and how to look;
+3. reads the Ray auth token, submits ``python -m jobs.xgboost_validation`` with the ``jobs/``
+   package and pinned XGBoost, follows the logs, and fails when the job fails or misses its metric.
 
 Anyone with ``codebuild:StartBuild`` on the project can run it (the README shows how); the
-delivery pipeline does so after each deployment through ``invoker_role_name``, a role this
-construct creates only when it is told which account the pipeline lives in.
+delivery pipeline does so after each deployment through the invoker role, which this construct
+creates only when it is told which account the pipeline lives in. IAM role names are global to an
+account, so the invoker's name carries the cluster, the stage and the region
+(:func:`invoker_role_name`): two stages in one account (different regions) get two roles. It is the
+only fixed name here; the pipeline needs it because it must name the role in its own policy at synth,
+in another account.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Sequence
 
@@ -30,20 +38,37 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
+import versions
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES_GROUP = "dynamic-factory:validation"
+# The Node.js major version every CodeBuild build of the platform asks for (runtime-versions): 22 is the
+# oldest LTS the CDK CLI and jsii still support. CodeBuild's standard:7.0 (Ubuntu) image offers it
+# (aws/aws-codebuild-docker-images issue #733; the image's default is 18, past its end of life).
+NODE_RUNTIME = "22"
 
 
 def project_name(cluster_name: str) -> str:
     return f"{cluster_name}-validation"
 
 
-def invoker_role_name(cluster_name: str) -> str:
-    return f"{cluster_name}-validation-invoker"
+# IAM role names: at most 64 characters of [\w+=,.@-].
+_ROLE_NAME_MAX = 64
 
 
-def invoker_role_arn(cluster_name: str, account: str, *, partition: str = "aws") -> str:
-    return f"arn:{partition}:iam::{account}:role/{invoker_role_name(cluster_name)}"
+def invoker_role_name(cluster_name: str, stage_name: str, region: str) -> str:
+    """``<cluster>-<stage>-<region>-invoker``: IAM names are global to the account, so two stages that
+    share an account (in different regions) must not share this name. Longer than IAM allows, the name is
+    cut and ends with a hash of the whole, so it stays unique and deterministic."""
+    name = f"{cluster_name}-{stage_name}-{region}-invoker"
+    if len(name) <= _ROLE_NAME_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:_ROLE_NAME_MAX - len(digest) - 1]}-{digest}"
+
+
+def invoker_role_arn(role_name: str, account: str, *, partition: str = "aws") -> str:
+    return f"arn:{partition}:iam::{account}:role/{role_name}"
 
 
 def rbac_objects(*, namespace: str, head_service: str, token_secret: str) -> list[dict]:
@@ -70,16 +95,70 @@ def rbac_objects(*, namespace: str, head_service: str, token_secret: str) -> lis
     ]
 
 
+# How long the runner waits for the Ray head, and for the port-forward to answer (seconds). Both can be
+# overridden per build (`aws codebuild start-build --environment-variables-override ...`).
+RAY_HEAD_TIMEOUT_SECONDS = 900
+PORT_FORWARD_TIMEOUT_SECONDS = 60
+
+
+def wait_for_head_command(*, namespace: str, head_service: str) -> str:
+    """A POSIX shell script: wait until a pod behind the head Service is Ready, for a bounded time.
+
+    The pods are found through the Service's own selector (``get services`` on the head Service and
+    ``list pods`` are all the runner's Role allows), so this never drifts from what KubeRay labels.
+    No pod yet, a pod not Ready yet and a failed API call are all "not yet"; the deadline decides.
+    """
+    return f"""\
+timeout=${{RAY_HEAD_TIMEOUT_SECONDS:-{RAY_HEAD_TIMEOUT_SECONDS}}}; poll=${{POLL_SECONDS:-10}}
+deadline=$(( $(date +%s) + timeout )); selector=""; state=""
+while :; do
+  if [ -z "$selector" ]; then
+    selector=$(kubectl -n {namespace} get service {head_service} \\
+      -o go-template='{{{{range $k, $v := .spec.selector}}}}{{{{$k}}}}={{{{$v}}}},{{{{end}}}}' 2>/tmp/head.err) || selector=""
+    selector=${{selector%,}}
+  fi
+  if [ -n "$selector" ]; then
+    state=$(kubectl -n {namespace} get pods -l "$selector" \\
+      -o jsonpath='{{range .items[*]}}{{.metadata.name}}={{.status.conditions[?(@.type=="Ready")].status}} {{end}}' \\
+      2>/tmp/head.err) || state=""
+    case "$state" in *"=True "*) echo "Ray head ready: $state"; break ;; esac
+  fi
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    echo "ERROR: the Ray head was not Ready after ${{timeout}}s (service {namespace}/{head_service}," \\
+      "selector '${{selector:-unknown}}', pods: '${{state:-none}}'; last error: $(cat /tmp/head.err 2>/dev/null))." \\
+      "Look with: kubectl -n {namespace} get pods -l '${{selector}}' -o wide; kubectl -n {namespace} describe pods" >&2
+    exit 1
+  fi
+  echo "waiting for the Ray head (pods: '${{state:-none}}')"
+  sleep "$poll"
+done"""
+
+
+def port_forward_command(*, namespace: str, head_service: str, dashboard_port: int) -> str:
+    """Port-forward the Jobs API and wait (bounded) until it answers through the tunnel."""
+    return f"""\
+kubectl -n {namespace} port-forward svc/{head_service} {dashboard_port}:{dashboard_port} >/tmp/pf.log 2>&1 &
+timeout=${{PORT_FORWARD_TIMEOUT_SECONDS:-{PORT_FORWARD_TIMEOUT_SECONDS}}}; deadline=$(( $(date +%s) + timeout ))
+until [ "$(curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{dashboard_port}/api/version)" != 000 ]; do
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    echo "ERROR: the Ray Jobs API did not answer on the port-forward to {namespace}/{head_service}:{dashboard_port}" \\
+      "within ${{timeout}}s; kubectl said: $(cat /tmp/pf.log)" >&2
+    exit 1
+  fi
+  sleep 1
+done"""
+
+
 def build_commands(
     *, namespace: str, head_service: str, dashboard_port: int, token_secret: str, token_key: str, job_args: Sequence[str]
 ) -> list[str]:
     args = " ".join(job_args)
     return [
         'aws eks update-kubeconfig --name "$CLUSTER_NAME" --region "$AWS_REGION"',
-        f"kubectl -n {namespace} port-forward svc/{head_service} {dashboard_port}:{dashboard_port} >/tmp/pf.log 2>&1 &",
+        wait_for_head_command(namespace=namespace, head_service=head_service),
+        port_forward_command(namespace=namespace, head_service=head_service, dashboard_port=dashboard_port),
         f"export RAY_AUTH_TOKEN=$(kubectl -n {namespace} get secret {token_secret} "
         f"-o jsonpath='{{.data.{token_key}}}' | base64 -d)",
-        "sleep 5",
         f"python -m jobs.submit --address http://127.0.0.1:{dashboard_port} --wait -- {args}",
     ]
 
@@ -103,6 +182,7 @@ class ValidationRunner(Construct):
         job_args: Sequence[str],
         invoker_account: str | None = None,
         encryption_key: kms.IKey | None = None,
+        python_version: str = versions.RAY_PYTHON_VERSION,
     ) -> None:
         super().__init__(scope, construct_id)
 
@@ -151,7 +231,9 @@ class ValidationRunner(Construct):
                     "version": "0.2",
                     "phases": {
                         "install": {
-                            "runtime-versions": {"python": "3.11"},
+                            # Nothing here runs Node; pinned anyway so an image default past its end of
+                            # life (standard:7.0 defaults to Node 18) is never what a build gets.
+                            "runtime-versions": {"python": python_version, "nodejs": NODE_RUNTIME},
                             "commands": [
                                 "curl -fsSLo /usr/local/bin/kubectl "
                                 "https://dl.k8s.io/release/v${KUBECTL_VERSION}/bin/linux/amd64/kubectl",
@@ -211,11 +293,19 @@ class ValidationRunner(Construct):
         )
 
         self.invoker: iam.Role | None = None
+        self.invoker_role_name: str | None = None
         if invoker_account:
+            stage_name, region = cdk.Stage.of(self).stage_name, cdk.Stack.of(self).region
+            if cdk.Token.is_unresolved(region) or not stage_name:
+                raise ValueError(
+                    "the validation invoker role is named after its stage and region: give the stage that holds "
+                    "the validation runner an explicit environment (the pipeline does)"
+                )
+            self.invoker_role_name = invoker_role_name(cluster_name, stage_name, region)
             self.invoker = iam.Role(
                 self,
                 "Invoker",
-                role_name=invoker_role_name(cluster_name),
+                role_name=self.invoker_role_name,
                 description="Lets the delivery pipeline start the validation run and read its status",
                 assumed_by=iam.AccountPrincipal(invoker_account),
             )

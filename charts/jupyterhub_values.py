@@ -19,8 +19,10 @@ Choices (and why):
     never in the values (they end up in the CloudFormation template and in a Helm release Secret): the
     hub reads it from the environment variable ``OAUTH_CLIENT_SECRET``, which OAuthenticator uses as the
     default of ``client_secret``, filled from a Kubernetes Secret (``valueFrom.secretKeyRef``) that is
-    created in-cluster. The allow rule is ``allow_all`` (every user of the pool; the pool, with
-    self-sign-up disabled, is the gate) or ``allowed_users``. Cognito groups are not in the userInfo
+    created in-cluster. Users are named by the ``email`` claim, so the admins are e-mail addresses
+    (lowercase, as JupyterHub normalizes names); a plain ``admin`` would name nobody and is refused. The allow
+    rule is ``allow_all`` (every user of the pool; the pool, with self-sign-up disabled, is the gate) or
+    ``allowed_users``. Cognito groups are not in the userInfo
     response (only in the ID token), so ``allowed_groups`` is not offered.
 
 * **Exposure.** Default: ``proxy.service.type: ClusterIP``, nothing public; reach the hub with
@@ -145,6 +147,8 @@ _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 _K8S_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _SECRET_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
 _USERNAME_RE = re.compile(r"^[^\s/]+$")
+# A user named by the ``email`` claim, as JupyterHub sees it (Authenticator.normalize_username lowercases).
+_EMAIL_USERNAME_RE = re.compile(r"^[^\sA-Z@/]+@(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,63}$")
 _QUANTITY_RE = re.compile(r"^\d+(\.\d+)?[KMGT]i?$")
 _IMAGE_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _CIDR_RE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$")
@@ -288,7 +292,8 @@ class CognitoAuth:
     :param client_secret_secret_name: name of the Kubernetes Secret in the ``jupyterhub`` namespace holding
         the app client secret; created in-cluster, never in the template.
     :param client_secret_secret_key: key of the client secret in that Secret.
-    :param admin_users: JupyterHub admins (values of ``username_claim``).
+    :param admin_users: JupyterHub admins (values of ``username_claim``): with the default ``email`` claim,
+        lowercase e-mail addresses; a plain name such as ``admin`` would match nobody, so it is refused.
     :param allowed_users: if given, only these users (and the admins); otherwise every pool user.
     :param username_claim: userInfo claim used as the JupyterHub user name.
     """
@@ -321,6 +326,11 @@ class CognitoAuth:
             problems.append("admin_users: at least one admin is required")
         problems += _check_usernames("admin_users", self.admin_users)
         problems += _check_usernames("allowed_users", self.allowed_users)
+        if self.username_claim == "email":
+            problems += [f"{what}: {n!r} is not a lowercase e-mail address, and users are named by their e-mail "
+                         "(username_claim 'email')"
+                         for what, names in (("admin_users", self.admin_users), ("allowed_users", self.allowed_users))
+                         for n in names if isinstance(n, str) and not _is_token(n) and not _EMAIL_USERNAME_RE.match(n)]
         if self.username_claim not in ("email", "username", "sub", "preferred_username"):
             problems.append(f"username_claim {self.username_claim!r} not in email/username/sub/preferred_username")
         if problems:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import importlib
 from typing import Mapping, Sequence
 
@@ -46,6 +48,11 @@ class ClusterStack(cdk.Stack):
     Deploy order inside this stack (each edge is an explicit CloudFormation dependency):
     Pod Identity association for the Cilium operator -> Cilium release -> system node
     group -> EKS add-ons -> gp3 StorageClass.
+
+    Upgrades in place: the node group's Version is the cluster's Kubernetes version and every add-on
+    pins the build of that version (versions.EKS_ADDONS), so a change of ``kubernetes_version`` updates
+    the control plane, then the node group (rolling its nodes onto the new version's AMI), then the
+    add-ons. CloudFormation updates resources in dependency order, as it creates them.
     """
 
     def __init__(
@@ -63,10 +70,15 @@ class ClusterStack(cdk.Stack):
         system_desired_size: int,
         system_min_size: int,
         system_max_size: int,
+        system_ami_release_version: str | None = None,
         **kwargs,
     ) -> None:
+        """``system_ami_release_version``: EKS-optimized AMI release of the system nodes (``1.35.x-YYYYMMDD``,
+        of ``kubernetes_version``); None takes the latest release of that version when the node group is
+        created or moves to a new version, and nothing afterwards."""
         super().__init__(scope, construct_id, **kwargs)
         self.cluster_name = cluster_name
+        self.kubernetes_version = kubernetes_version
 
         self.key = kms.Key(
             self,
@@ -131,9 +143,12 @@ class ClusterStack(cdk.Stack):
         # AWS, and EKS does not copy the cluster's tags onto it.
         self.cluster_security_group_id = self.cluster.cluster_security_group_id
 
-        for index, arn in enumerate(admin_principal_arns):
+        # Keyed by the principal, not its place in the list: an access entry's PrincipalArn is create-only,
+        # so a positional id would replace entries when the list changes, and the replacement for a
+        # principal would be created while its old entry still exists, which EKS refuses.
+        for arn in admin_principal_arns:
             self.cluster.grant_access(
-                f"Admin{index}",
+                "Admin" + hashlib.sha256(arn.encode()).hexdigest()[:12],
                 arn,
                 [
                     eks.AccessPolicy.from_access_policy_name(
@@ -151,7 +166,8 @@ class ClusterStack(cdk.Stack):
         self.cilium = self._add_cilium(vpc)
         self.cilium.node.add_dependency(pod_identity_agent)
         self.system_nodes = self._add_system_nodes(
-            system_instance_type, system_desired_size, system_min_size, system_max_size
+            system_instance_type, system_desired_size, system_min_size, system_max_size,
+            ami_release_version=system_ami_release_version,
         )
         # Nodes turn Ready only once the Cilium agent runs on them: without the release
         # the node group never becomes healthy and CloudFormation waits for an hour.
@@ -207,7 +223,9 @@ class ClusterStack(cdk.Stack):
 
     # ------------------------------------------------------------------ system nodes
 
-    def _add_system_nodes(self, instance_type: str, desired: int, minimum: int, maximum: int) -> eks.Nodegroup:
+    def _add_system_nodes(
+        self, instance_type: str, desired: int, minimum: int, maximum: int, *, ami_release_version: str | None
+    ) -> eks.Nodegroup:
         node_role = iam.Role(
             self,
             "SystemNodeRole",
@@ -235,7 +253,7 @@ class ClusterStack(cdk.Stack):
                 )
             ],
         )
-        return self.cluster.add_nodegroup_capacity(
+        nodegroup = self.cluster.add_nodegroup_capacity(
             "SystemNodes",
             # No fixed name: InstanceTypes, Subnets, AmiType and CapacityType are create-only, so changing the
             # system instance type replaces the node group, and a replacement under the same name collides and
@@ -256,7 +274,22 @@ class ClusterStack(cdk.Stack):
             taints=[
                 eks.TaintSpec(key=SYSTEM_TAINT_KEY, value="true", effect=eks.TaintEffect.NO_SCHEDULE),
             ],
+            # Unset: EKS takes the latest AMI release of the node group's Kubernetes version when it creates
+            # the group or moves it to a new version, and never patches it on its own. Set (from
+            # cluster.system_nodes.ami_release_version): a newer release rolls the nodes onto it.
+            release_version=ami_release_version,
         )
+        # The nodes follow the control plane: without Version a managed node group stays on the version it
+        # was created with, and EKS refuses the next control-plane upgrade until the groups match. Version
+        # and ReleaseVersion are not create-only (AWS::EKS::Nodegroup schema, cfn-lint), so a change is an
+        # in-place UpdateNodegroupVersion: a rolling replacement of the nodes, which EKS cannot roll back.
+        # CloudFormation refuses to combine it with other node group changes in one update
+        # ("Version and ReleaseVersion updates cannot be combined with other updates").
+        # It is updated after the control plane (EKS rejects nodes newer than it): ClusterName is a Ref to
+        # the AWS::EKS::Cluster, and CloudFormation updates a resource after those it references.
+        cfn_nodegroup: eks.CfnNodegroup = nodegroup.node.default_child  # type: ignore[assignment]
+        cfn_nodegroup.version = self.kubernetes_version
+        return nodegroup
 
     # ------------------------------------------------------------------ add-ons
 
@@ -266,10 +299,17 @@ class ClusterStack(cdk.Stack):
             "".join(part.capitalize() for part in name.split("-")),
             cluster=self.cluster,
             addon_name=name,
-            addon_version=versions.EKS_ADDONS[name],
+            # The build of the cluster's Kubernetes version: an upgrade updates the add-on too.
+            addon_version=versions.eks_addon_version(name, self.kubernetes_version),
             configuration_values=dict(configuration) if configuration else None,
             preserve_on_delete=False,
         )
+        # Everything here is code: on a version update, fields someone changed by hand (kubectl edit)
+        # take EKS's values instead of failing the update (the default, NONE, fails on any conflict).
+        cfn_addon: eks.CfnAddon = addon.node.default_child  # type: ignore[assignment]
+        cfn_addon.resolve_conflicts = "OVERWRITE"
+        # An add-on build belongs to a Kubernetes version: it is updated after the control plane, which
+        # its ClusterName references (a Ref is a CloudFormation dependency, for updates as for creation).
         if after_nodes:
             # Add-ons with Deployments report ACTIVE only once their pods run, which needs nodes
             # (and a CNI).

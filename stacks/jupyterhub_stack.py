@@ -3,6 +3,12 @@
 Deploy order: (Cognito user pool + client + the in-cluster secret bootstrap, with a domain) ->
 z2jh 4.4.0 release in the `jupyterhub` namespace (created by the Ray stack, which also puts the
 Ray token there). The stack comes after the Ray stack.
+
+Cognito mode names users by e-mail, and the admin too (config refuses anything else). The hosted-UI
+domain prefix never changes once deployed: a user pool has one prefix domain and CloudFormation creates
+a replacement before it deletes the old one, so a changed prefix would fail the update. Unless the config
+names one, the prefix is derived from this stack's own id (:func:`cognito_domain_prefix`), which no
+config change can alter.
 """
 
 from __future__ import annotations
@@ -27,6 +33,20 @@ from charts.k8s import cdk8s_app
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = jh.JUPYTERHUB_NAMESPACE
+
+
+# The stem of a derived Cognito domain prefix (Cognito refuses prefixes containing aws, amazon or cognito).
+COGNITO_PREFIX_STEM = "jupyterhub"
+
+
+def cognito_domain_prefix(stack: cdk.Stack, explicit: str = "") -> str:
+    """The hosted-UI domain prefix: ``explicit`` when the config names one, else ``jupyterhub-<12 hex>``
+    taken from the stack's id (``arn:...:stack/<name>/<uuid>``): fixed for the life of the stack, whatever
+    the config later says, and unique (Cognito prefixes are global per region, across accounts)."""
+    if explicit:
+        return explicit
+    uuid_parts = cdk.Fn.split("-", cdk.Fn.select(2, cdk.Fn.split("/", stack.stack_id)))
+    return cdk.Fn.join("", [f"{COGNITO_PREFIX_STEM}-", cdk.Fn.select(0, uuid_parts), cdk.Fn.select(1, uuid_parts)])
 
 
 def notebook_image_asset(scope: Construct) -> ecr_assets.DockerImageAsset:
@@ -137,6 +157,8 @@ class JupyterHubStack(cdk.Stack):
             account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
+        # Never changes once deployed (module docstring): derived from the stack id unless the config names it.
+        prefix = cognito_domain_prefix(self, prefix)
         pool.add_domain("Domain", cognito_domain=cognito.CognitoDomainOptions(domain_prefix=prefix))
         client = pool.add_client(
             "Hub",
@@ -186,4 +208,6 @@ class JupyterHubStack(cdk.Stack):
         # The Job's pod needs its AWS credentials when it is created.
         bootstrap.node.add_dependency(identity)
         cdk.CfnOutput(self, "UserPoolId", value=pool.user_pool_id)
+        cdk.CfnOutput(self, "CognitoDomainPrefix", value=prefix,
+                      description="The hosted-UI domain prefix: fixed for the life of this stack")
         return auth, bootstrap

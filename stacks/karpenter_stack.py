@@ -111,7 +111,10 @@ class KarpenterStack(cdk.Stack):
             wait=True,
         )
         # CRDs first; the controller reads the queue named in its settings and needs
-        # Pod Identity credentials when its pods are created.
+        # Pod Identity credentials when its pods are created. The same DependsOn orders upgrades:
+        # CloudFormation updates a resource only after the resources it depends on, so a bump of
+        # KARPENTER_CHART_VERSION upgrades the karpenter-crd release (whose templates are the CRDs;
+        # Helm never upgrades a chart's crds/ directory) before the controller that needs the new schema.
         self.controller_chart.node.add_dependency(self.crd_chart)
         self.controller_chart.node.add_dependency(self.interruption)
         self.controller_chart.node.add_dependency(identity)

@@ -7,7 +7,15 @@ job on the new cluster, failing the pipeline when the job fails or misses its me
 The validation job runs from inside the environment's VPC (the API endpoint is private by
 default): the stage deploys a small CodeBuild runner next to the cluster, and the
 post-deployment step here only starts that runner (through a role the stage creates for this
-pipeline's account) and waits for its verdict. See cdk_constructs/validation_runner.py.
+pipeline's account, named after the cluster, the stage and its region) and waits for its verdict,
+retrying transient API errors. See cdk_constructs/validation_runner.py.
+
+Every CodeBuild project of the pipeline (synth, self-mutation, asset publishing, validation) runs
+on CodeBuild's standard:7.0 image with Node.js 22 and Python 3.11 asked for in its buildspec (a
+partial buildspec in ``code_build_defaults``, which CDK Pipelines merges into every project it
+makes). The CDK CLI is the one package-lock.json pins, everywhere: the synth step runs it from
+node_modules (and checks it), self-mutation installs exactly ``versions.CDK_CLI``. Asset publishing
+uses the separate ``cdk-assets`` tool, pinned exactly too (``CDK_ASSETS_CLI``).
 """
 
 from __future__ import annotations
@@ -23,10 +31,31 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import pipelines
 from constructs import Construct
 
+import versions
 from cdk_constructs import validation_runner
 
-# The synth step does exactly what the README tells a developer to do.
-SYNTH_COMMANDS = ("make test", "npx cdk synth --quiet")
+# The synth step does what the README tells a developer to do, and refuses to synthesize with any CDK CLI
+# but the one package-lock.json pins (`make test` has run `npm ci` by then).
+CLI_CHECK = (
+    f'test "$(./node_modules/.bin/cdk --version | cut -d" " -f1)" = "{versions.CDK_CLI}" '
+    f'|| {{ echo "the CDK CLI in node_modules is not {versions.CDK_CLI} (package-lock.json)" >&2; exit 1; }}'
+)
+SYNTH_COMMANDS = ("make test", CLI_CHECK, "npx cdk synth --quiet")
+
+# CodeBuild's Ubuntu standard:7.0 image offers Node.js 22 and Python 3.11 through runtime-versions.
+BUILD_IMAGE = codebuild.LinuxBuildImage.STANDARD_7_0
+NODE_RUNTIME = validation_runner.NODE_RUNTIME
+PYTHON_RUNTIME = versions.RAY_PYTHON_VERSION  # the suite (and the job it runs locally) needs the cluster's Python
+# CDK Pipelines (aws-cdk-lib 2.275.0, pipelines/lib/codepipeline/codepipeline.ts) installs the CLI for
+# self-mutation as `npm install -g aws-cdk@<cliVersion>` (default "2": whatever is newest) and publishes
+# assets with the separate `cdk-assets` package, `npm install -g cdk-assets@<cdkAssetsCliVersion>` (default
+# "latest"). Both are pinned. cdk-assets has its own version line; this is the newest release on npm.
+# NOTE: cdk-assets 4.7.3 reads cloud assembly schema 54 at most, and aws-cdk-lib 2.275.0 writes 55
+# ("Cloud assembly schema version mismatch"): bump this to the first release that reads 55.
+CDK_ASSETS_CLI = "4.7.3"
+# How long the validation step waits for the runner (seconds): inside the step's 60-minute timeout, so the
+# step ends with its own message; the runner itself stops after 45 minutes.
+VALIDATION_WAIT_SECONDS = 55 * 60
 
 
 @dataclass(frozen=True)
@@ -41,22 +70,72 @@ class DeploymentTarget:
 StageFactory = Callable[[Construct, str, cdk.Environment], cdk.Stage]
 
 
-def wait_for_validation_commands(cluster_name: str) -> list[str]:
-    """Shell commands that start the stage's validation runner and fail unless it succeeds."""
-    project = validation_runner.project_name(cluster_name)
-    return [
-        'creds=$(aws sts assume-role --role-arn "$INVOKER_ROLE_ARN" --role-session-name df-validation '
-        "--query Credentials --output json)",
-        'export AWS_ACCESS_KEY_ID=$(echo "$creds" | python3 -c "import json,sys; print(json.load(sys.stdin)[\'AccessKeyId\'])")',
-        'export AWS_SECRET_ACCESS_KEY=$(echo "$creds" | python3 -c "import json,sys; print(json.load(sys.stdin)[\'SecretAccessKey\'])")',
-        'export AWS_SESSION_TOKEN=$(echo "$creds" | python3 -c "import json,sys; print(json.load(sys.stdin)[\'SessionToken\'])")',
-        f'build=$(aws codebuild start-build --region "$TARGET_REGION" --project-name {project} --query build.id --output text)',
-        'echo "validation build: $build"',
-        'status=IN_PROGRESS; while [ "$status" = IN_PROGRESS ]; do sleep 30; '
-        'status=$(aws codebuild batch-get-builds --region "$TARGET_REGION" --ids "$build" '
-        "--query 'builds[0].buildStatus' --output text); echo \"status: $status\"; done",
-        'test "$status" = SUCCEEDED',
-    ]
+def runtime_build_spec() -> codebuild.BuildSpec:
+    """The partial buildspec every CodeBuild project of the pipeline gets: Node.js and Python versions."""
+    return codebuild.BuildSpec.from_object(
+        {"version": "0.2", "phases": {"install": {"runtime-versions": {"nodejs": NODE_RUNTIME, "python": PYTHON_RUNTIME}}}}
+    )
+
+
+def wait_for_validation_commands() -> list[str]:
+    """A POSIX shell script that starts the stage's validation runner and fails unless it succeeds.
+
+    Reads ``INVOKER_ROLE_ARN``, ``TARGET_REGION`` and ``VALIDATION_PROJECT``. Every AWS call runs with fresh
+    credentials of the invoker role (a run can outlast one set). A failed call, or a status that is not
+    there yet, is retried; ``MAX_API_ERRORS`` in a row (10) end the step with the last error. The verdict is
+    the runner's final status: SUCCEEDED passes, anything else (FAILED, FAULT, TIMED_OUT, STOPPED) fails
+    and says where the logs are. The wait is bounded (``WAIT_TIMEOUT_SECONDS``).
+    """
+    return [f"""\
+poll=${{POLL_SECONDS:-30}}; max_errors=${{MAX_API_ERRORS:-10}}; timeout=${{WAIT_TIMEOUT_SECONDS:-{VALIDATION_WAIT_SECONDS}}}
+as_invoker() {{
+  creds=$(aws sts assume-role --role-arn "$INVOKER_ROLE_ARN" --role-session-name df-validation \\
+    --query 'Credentials.[AccessKeyId,SecretAccessKey,SessionToken]' --output text 2>/tmp/aws.err) || return 1
+  key=$(printf '%s' "$creds" | cut -f1); secret=$(printf '%s' "$creds" | cut -f2); token=$(printf '%s' "$creds" | cut -f3)
+  AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret AWS_SESSION_TOKEN=$token aws "$@" 2>/tmp/aws.err
+}}
+errors=0; build=""
+while [ -z "$build" ] || [ "$build" = None ]; do
+  build=$(as_invoker codebuild start-build --region "$TARGET_REGION" --project-name "$VALIDATION_PROJECT" \\
+    --query build.id --output text) || build=""
+  if [ -z "$build" ] || [ "$build" = None ]; then
+    errors=$((errors + 1))
+    if [ "$errors" -ge "$max_errors" ]; then
+      echo "ERROR: could not start $VALIDATION_PROJECT in $TARGET_REGION ($errors attempts): $(cat /tmp/aws.err)" >&2
+      exit 1
+    fi
+    echo "start-build failed (attempt $errors of $max_errors), retrying: $(cat /tmp/aws.err)"
+    sleep "$poll"
+  fi
+done
+echo "validation build: $build (CodeBuild project $VALIDATION_PROJECT, $TARGET_REGION)"
+errors=0; status=IN_PROGRESS; deadline=$(( $(date +%s) + timeout ))
+while [ "$status" != SUCCEEDED ]; do
+  sleep "$poll"
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    echo "ERROR: $build still $status after ${{timeout}}s; stop it with: aws codebuild stop-build --id $build" >&2
+    exit 1
+  fi
+  if ! now=$(as_invoker codebuild batch-get-builds --region "$TARGET_REGION" --ids "$build" \\
+      --query 'builds[0].buildStatus' --output text) || [ -z "$now" ] || [ "$now" = None ]; then
+    errors=$((errors + 1))
+    if [ "$errors" -ge "$max_errors" ]; then
+      echo "ERROR: no status for $build after $errors tries in a row: $(cat /tmp/aws.err)" >&2
+      exit 1
+    fi
+    echo "status unavailable (try $errors of $max_errors), retrying: $(cat /tmp/aws.err)"
+    continue
+  fi
+  errors=0; status=$now; echo "status: $status"
+  case "$status" in
+    IN_PROGRESS|SUCCEEDED) ;;
+    *) echo "ERROR: the validation run $build ended $status: its log is in CloudWatch Logs of project" \\
+         "$VALIDATION_PROJECT ($TARGET_REGION)" >&2
+       exit 1 ;;
+  esac
+done
+echo "validation passed: $build"
+"""]
 
 
 class PipelineStack(cdk.Stack):
@@ -91,16 +170,23 @@ class PipelineStack(cdk.Stack):
             pipeline_name=f"{cluster_name}-delivery",
             pipeline_type=codepipeline.PipelineType.V2,
             self_mutation=True,
+            # The CLI self-mutation installs: the one package-lock.json pins (tests check they agree).
+            cli_version=versions.CDK_CLI,
+            cdk_assets_cli_version=CDK_ASSETS_CLI,
             # KMS-encrypted artifacts (required to deploy into other accounts), rotating keys.
             cross_account_keys=True,
             enable_key_rotation=True,
             docker_enabled_for_synth=False,
+            # Merged into every project CDK Pipelines makes (synth, self-mutation, assets, the validation
+            # steps): the image and the Node.js / Python versions asked for in its install phase
+            # (pipelines/lib/codepipeline/codepipeline.ts, codeBuildDefaultsFor, aws-cdk-lib 2.275.0).
             code_build_defaults=pipelines.CodeBuildOptions(
                 build_environment=codebuild.BuildEnvironment(
-                    build_image=codebuild.LinuxBuildImage.STANDARD_7_0,
+                    build_image=BUILD_IMAGE,
                     compute_type=codebuild.ComputeType.LARGE,
                     privileged=False,
                 ),
+                partial_build_spec=runtime_build_spec(),
             ),
             # Environment-specific stacks look up availability zones at synth time, through
             # the lookup role that `cdk bootstrap` creates in each target account.
@@ -116,20 +202,25 @@ class PipelineStack(cdk.Stack):
             synth=pipelines.ShellStep(
                 "Synth",
                 input=pipelines.CodePipelineSource.connection(repository, branch, connection_arn=connection_arn),
-                install_commands=["n 20", "python3 --version", "node --version"],
+                install_commands=["node --version", "python3 --version"],
                 commands=list(SYNTH_COMMANDS),
-                env={"CI": "true", "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"},
+                env={"CI": "true"},
             ),
         )
 
         for target in targets:
             env = cdk.Environment(account=target.account, region=target.region)
             stage = stage_factory(self, target.name, env)
-            invoker = validation_runner.invoker_role_arn(cluster_name, target.account, partition=self.partition)
+            role_name = self._invoker_role_name(stage)
+            invoker = validation_runner.invoker_role_arn(role_name, target.account, partition=self.partition)
             validate = pipelines.CodeBuildStep(
                 f"Validate-{target.name}",
-                commands=wait_for_validation_commands(cluster_name),
-                env={"INVOKER_ROLE_ARN": invoker, "TARGET_REGION": target.region},
+                commands=wait_for_validation_commands(),
+                env={
+                    "INVOKER_ROLE_ARN": invoker,
+                    "TARGET_REGION": target.region,
+                    "VALIDATION_PROJECT": validation_runner.project_name(cluster_name),
+                },
                 role_policy_statements=[
                     iam.PolicyStatement(actions=["sts:AssumeRole"], resources=[invoker]),
                 ],
@@ -144,3 +235,15 @@ class PipelineStack(cdk.Stack):
         bucket.logging_configuration = s3.CfnBucket.LoggingConfigurationProperty(  # type: ignore[union-attr]
             destination_bucket_name=access_logs.bucket_name, log_file_prefix="artifacts/"
         )
+
+    @staticmethod
+    def _invoker_role_name(stage: cdk.Stage) -> str:
+        """The name of the invoker role the stage's validation runner created (named after stage and region)."""
+        names = [c.invoker_role_name for c in stage.node.find_all()
+                 if isinstance(c, validation_runner.ValidationRunner) and c.invoker_role_name]
+        if len(names) != 1:
+            raise ValueError(
+                f"stage {stage.stage_name!r} must hold exactly one validation runner with an invoker role for the "
+                f"pipeline account; found {len(names)}"
+            )
+        return names[0]

@@ -350,3 +350,92 @@ def test_ebs_csi_after_its_pod_identity_and_storage_class_after_ebs_csi(platform
     assert assoc in _depends_on(tpl, ebs)
     storage = [r for r in platform.assembly.manifests() if "StorageClass" in json.dumps(r.properties["Manifest"])]
     assert ebs in storage[0].depends_on
+
+
+# ----------------------------------------------------------------- upgrades in place
+
+
+def _after_the_control_plane(tpl, logical_id) -> bool:
+    """Whether CloudFormation creates and updates ``logical_id`` after the AWS::EKS::Cluster (Ref or DependsOn)."""
+    cluster = _logical_id(tpl, "AWS::EKS::Cluster")
+    props = tpl["Resources"][logical_id]["Properties"]
+    return props.get("ClusterName") == {"Ref": cluster} or cluster in _depends_on(tpl, logical_id)
+
+
+def test_system_node_group_follows_the_cluster_version_after_the_control_plane(any_platform):
+    """Without Version a managed node group stays on the version it was created with, and EKS refuses the next
+    control-plane upgrade until the node groups match; EKS rejects nodes newer than the control plane."""
+    tpl = any_platform.template_json("Cluster")
+    _, cluster = _one(tpl, "AWS::EKS::Cluster")
+    ng_id, ng = _one(tpl, "AWS::EKS::Nodegroup")
+    assert ng["Properties"]["Version"] == cluster["Properties"]["Version"] == any_platform.config.cluster.kubernetes_version
+    assert _after_the_control_plane(tpl, ng_id)
+    # No AMI release pinned by default: EKS takes the latest release of that version.
+    assert "ReleaseVersion" not in ng["Properties"]
+
+
+def test_addons_pin_the_build_of_the_cluster_version_after_the_control_plane(any_platform):
+    tpl = any_platform.template_json("Cluster")
+    minor = any_platform.config.cluster.kubernetes_version
+    addons = {r["Properties"]["AddonName"]: k for k, r in tpl["Resources"].items() if r["Type"] == "AWS::EKS::Addon"}
+    pinned = {name: tpl["Resources"][k]["Properties"].get("AddonVersion") for name, k in addons.items()}
+    assert pinned == {name: versions.eks_addon_version(name, minor) for name in versions.EKS_ADDONS}
+    assert all(_after_the_control_plane(tpl, k) for k in addons.values())
+
+
+def test_addon_updates_overwrite_hand_edits(any_platform):
+    """The default (NONE) fails a version update on any field someone changed by hand."""
+    tpl = any_platform.template_json("Cluster")
+    addons = [r["Properties"] for r in tpl["Resources"].values() if r["Type"] == "AWS::EKS::Addon"]
+    assert addons and all(a.get("ResolveConflicts") == "OVERWRITE" for a in addons)
+
+
+def test_an_ami_release_version_reaches_the_node_group():
+    """The system nodes' patch path: ClusterStack hands the configured release to the node group."""
+    import aws_cdk as cdk
+    from aws_cdk import aws_ec2 as ec2
+
+    from stacks.cluster_stack import ClusterStack
+    from tests.platform_synth import feature_flags
+
+    app = cdk.App(context=feature_flags())
+    vpc = ec2.Vpc(cdk.Stack(app, "Net"), "Vpc")
+    release = "1.35.0-20990101"  # well-formed, not a real release: nothing here reaches AWS
+    stack = ClusterStack(
+        app, "Cluster", vpc=vpc, cluster_name="c", kubernetes_version="1.35", endpoint_access="private",
+        public_cidrs=(), admin_principal_arns=(), system_instance_type="t3a.large", system_desired_size=2,
+        system_min_size=2, system_max_size=3, system_ami_release_version=release,
+    )
+    nodegroup = stack.system_nodes.node.default_child
+    assert (nodegroup.version, nodegroup.release_version) == ("1.35", release)
+
+
+# Well-formed AMI release versions below are test data, not real releases.
+@pytest.mark.parametrize(
+    ("overrides", "path", "reason"),
+    [
+        ({"platform.cluster.system_nodes.ami_release_version": "al2023@v20260818"},
+         "platform.cluster.system_nodes.ami_release_version", "must be an EKS-optimized AMI release version"),
+        ({"platform.cluster.system_nodes.ami_release_version": "1.35-20990101"},
+         "platform.cluster.system_nodes.ami_release_version", "<Kubernetes version>.<patch>-<YYYYMMDD>"),
+        ({"platform.cluster.system_nodes.ami_release_version": "1.35.0-20990101",
+          "platform.cluster.kubernetes_version": "1.36"},
+         "platform.cluster", "'1.35.0-20990101' is an AMI release of Kubernetes 1.35, but kubernetes_version is '1.36'"),
+    ],
+)
+def test_ami_release_version_is_validated(overrides, path, reason):
+    import config
+
+    with pytest.raises(config.ConfigError) as err:
+        config.build_config({}, overrides)
+    (problem,) = err.value.problems
+    assert problem.startswith(f"{path}: ") and reason in problem, problem
+
+
+def test_ami_release_version_of_the_cluster_version_is_accepted():
+    import config
+
+    cfg = config.build_config({}, {"platform.cluster.kubernetes_version": "1.36",
+                                   "platform.cluster.system_nodes.ami_release_version": "1.36.0-20990101"})
+    assert cfg.cluster.system_nodes.ami_release_version == "1.36.0-20990101"
+    assert config.build_config({}, {}).cluster.system_nodes.ami_release_version is None

@@ -76,6 +76,8 @@ def test_load_from_context_applies_overrides():
     assert config.load_from_context(ctx).cluster.system_nodes.desired_size == 3
 
 
+CERT = "arn:aws:acm:eu-west-1:111122223333:certificate/0f2c9f6e-1b2a-4c3d-9e8f-0123456789ab"
+
 # (overrides, field path named in the message, a fragment of the reason)
 BAD_INPUTS = [
     ({"platform.cluster.name": ""}, "platform.cluster.name", "2-40 characters"),
@@ -153,12 +155,23 @@ BAD_INPUTS = [
     ({"platform.jupyterhub.admin_user": "bad user"}, "platform.jupyterhub.admin_user", "user name"),
     ({"platform.jupyterhub.user_pool": "gpu"}, "platform.jupyterhub.user_pool", "'on-demand' or 'spot'"),
     ({"platform.jupyterhub.notebook_image": "jupyter/base:latest"}, "platform.jupyterhub.notebook_image", "ray-2.60.0-py3.11"),
-    ({"platform.jupyterhub.domain": "hub.example.com"}, "platform.jupyterhub", "missing: certificate_arn, cognito_domain_prefix"),
-    ({"platform.jupyterhub.domain": "not a domain", "platform.jupyterhub.certificate_arn":
-      "arn:aws:acm:eu-west-1:111122223333:certificate/0f2c9f6e-1b2a-4c3d-9e8f-0123456789ab",
-      "platform.jupyterhub.cognito_domain_prefix": "hub"}, "platform.jupyterhub", "is not a DNS name"),
+    ({"platform.jupyterhub.domain": "hub.example.com", "platform.jupyterhub.admin_user": "ana@example.com"},
+     "platform.jupyterhub", "missing: certificate_arn"),
+    ({"platform.jupyterhub.domain": "not a domain", "platform.jupyterhub.certificate_arn": CERT,
+      "platform.jupyterhub.admin_user": "ana@example.com", "platform.jupyterhub.cognito_domain_prefix": "hub"},
+     "platform.jupyterhub", "is not a DNS name"),
     ({"platform.jupyterhub.domain": "hub.example.com", "platform.jupyterhub.certificate_arn": "arn:aws:acm:cert",
-      "platform.jupyterhub.cognito_domain_prefix": "hub"}, "platform.jupyterhub", "is not an ACM certificate ARN"),
+      "platform.jupyterhub.admin_user": "ana@example.com", "platform.jupyterhub.cognito_domain_prefix": "hub"},
+     "platform.jupyterhub", "is not an ACM certificate ARN"),
+    # Cognito mode names users by e-mail: the admin too (the default "admin" would be nobody).
+    ({"platform.jupyterhub.domain": "hub.example.com", "platform.jupyterhub.certificate_arn": CERT},
+     "platform.jupyterhub.admin_user", '"admin" is not allowed: must be the admin\'s e-mail address'),
+    ({"platform.jupyterhub.domain": "hub.example.com", "platform.jupyterhub.certificate_arn": CERT,
+      "platform.jupyterhub.admin_user": "Ana@Example.com"}, "platform.jupyterhub.admin_user", "in lowercase"),
+    ({"platform.jupyterhub.domain": "hub.example.com", "platform.jupyterhub.certificate_arn": CERT,
+      "platform.jupyterhub.admin_user": "ana@example.com", "platform.jupyterhub.cognito_domain_prefix": "amazon-hub"},
+     "platform.jupyterhub", "may not contain 'aws', 'amazon' or 'cognito'"),
+    ({"platform.jupyterhub.cognito_domain_prefix": "hub"}, "platform.jupyterhub", "only applies with a domain"),
     ({"platform.jupyterhub.allowed_cidrs": ["203.0.113.0/24"]}, "platform.jupyterhub", "only apply when a domain"),
     # Cost
     ({"platform.cost.price_region": "mars-north-1"}, "platform.cost.price_region", "prices in cost/prices.yaml"),
@@ -192,6 +205,16 @@ def test_bad_input_names_field_value_and_reason(overrides, path, reason):
     lines = [line for line in info.value.problems if line.startswith(path + ":")]
     assert lines, f"no problem names {path!r}:\n{message}"
     assert any(reason in line for line in lines), f"{reason!r} not in:\n{message}"
+
+
+def test_cognito_mode_takes_the_admin_by_email_and_derives_the_domain_prefix():
+    cfg = config.build_config({}, {"platform.jupyterhub.domain": "hub.example.com",
+                                   "platform.jupyterhub.certificate_arn": CERT,
+                                   "platform.jupyterhub.admin_user": "ana@example.com"})
+    assert cfg.jupyterhub.admin_user == "ana@example.com"
+    assert cfg.jupyterhub.cognito_domain_prefix == ""  # derived from the stack id: nothing to change later
+    # Without a domain (NativeAuthenticator) the admin is a plain user name, as before.
+    assert config.build_config({}).jupyterhub.admin_user == "admin"
 
 
 def test_unknown_key_message_lists_allowed_keys():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import versions
 from tests.platform_synth import ROOT
@@ -53,6 +54,34 @@ def test_cognito_mode_pool_client_and_hub_agree(variant):
     assert oauth["authorize_url"].startswith("https://ml-prod-hub.auth.")
     assert "client_secret" not in json.dumps(oauth).lower().replace("client_secret_", "")
     assert values["proxy"]["https"]["enabled"] is True
+
+
+def test_cognito_admin_is_named_by_email(variant):
+    """Users are named by their e-mail in Cognito mode; an admin named `admin` was an admin nobody could be."""
+    admin = variant.config.jupyterhub.admin_user
+    oauth = _hub(variant).values["hub"]["config"]["GenericOAuthenticator"]
+    assert oauth["username_claim"] == "email"
+    assert oauth["admin_users"] == [admin] and re.fullmatch(r"[a-z0-9._-]+@[a-z0-9.-]+\.[a-z]+", admin)
+
+
+def test_cognito_domain_prefix_is_derived_from_the_stack_id_unless_named():
+    """A changed prefix replaces the UserPoolDomain, which fails (one prefix domain per pool, replacement
+    created first): the derived prefix depends on nothing a config change can touch."""
+    import aws_cdk as cdk
+
+    from stacks.jupyterhub_stack import COGNITO_PREFIX_STEM, cognito_domain_prefix
+
+    stack = cdk.Stack(cdk.App(), "Hub")
+    derived = json.dumps(stack.resolve(cognito_domain_prefix(stack)))
+    refs = set(re.findall(r'"Ref": "([^"]+)"', derived))
+    assert refs == {"AWS::StackId"}
+    assert not any(word in COGNITO_PREFIX_STEM for word in ("aws", "amazon", "cognito"))
+    assert cognito_domain_prefix(stack, "ml-prod-hub") == "ml-prod-hub"  # a prefix the config names is kept
+
+
+def test_cognito_domain_prefix_is_an_output(variant):
+    outputs = variant.template_json("JupyterHub")["Outputs"]
+    assert any(k.startswith("CognitoDomainPrefix") and o["Value"] == "ml-prod-hub" for k, o in outputs.items())
 
 
 def test_cognito_secret_reaches_the_hub_through_an_in_cluster_job(variant):

@@ -351,6 +351,10 @@ def test_profile_list_has_gpu_only_when_enabled():
         (lambda: cognito_auth(user_pool_domain_prefix="https://x.auth.eu-west-1.amazoncognito.com"), "prefix"),
         (lambda: cognito_auth(region="Europe"), "region"),
         (lambda: cognito_auth(admin_users=()), "at least one admin"),
+        # Cognito names users by e-mail: a plain "admin" would be an admin nobody can log in as.
+        (lambda: cognito_auth(admin_users=("admin",)), "admin_users: 'admin' is not a lowercase e-mail address"),
+        (lambda: cognito_auth(admin_users=("Ana@Example.com",)), "not a lowercase e-mail address"),
+        (lambda: cognito_auth(allowed_users=("bo",)), "allowed_users: 'bo' is not a lowercase e-mail address"),
         (lambda: cognito_auth(client_secret_secret_name="Bad_Name"), "client_secret_secret_name"),
         (lambda: jh.HttpsEndpoint(domain="https://hub.example.com", certificate_arn=CERT), "domain"),
         (lambda: jh.HttpsEndpoint(domain="hub.example.com", certificate_arn="arn:aws:iam::1:cert/x"), "ACM"),
@@ -368,6 +372,13 @@ def test_profile_list_has_gpu_only_when_enabled():
 def test_bad_arguments_raise(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_cognito_admin_named_by_email_reaches_the_hub():
+    oauth = cognito(auth=cognito_auth(admin_users=("ana@example.com",))).to_values()["hub"]["config"]["GenericOAuthenticator"]
+    assert oauth["username_claim"] == "email" and oauth["admin_users"] == ["ana@example.com"]
+    # Another claim names users otherwise: then plain names are what the hub sees.
+    assert cognito_auth(username_claim="preferred_username", admin_users=("admin",)).admin_users == ("admin",)
 
 
 def test_two_default_profiles_are_refused():

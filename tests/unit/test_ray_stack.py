@@ -167,12 +167,15 @@ def test_runner_cluster_access_is_one_group_bound_to_a_narrow_role(platform):
 
 
 def test_invoker_role_only_with_a_pipeline(platform, pipeline_platform):
+    from cdk_constructs.validation_runner import invoker_role_name
+
     roles = [r for r in _resources(platform, "AWS::IAM::Role").values()
-             if r["Properties"].get("RoleName") == "dynamic-factory-validation-invoker"]
+             if str(r["Properties"].get("RoleName", "")).endswith("-invoker")]
     assert roles == []
+    prod = next(s for s in pipeline_platform.app_stage.config.pipeline.stages if s.name == "prod")
     stage = pipeline_platform.stages["prod"]
     names = [r["Properties"].get("RoleName") for r in stage["Ray"]["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
-    assert "dynamic-factory-validation-invoker" in names
+    assert invoker_role_name("dynamic-factory", "prod", prod.region) in names
 
 
 def test_the_job_and_the_chart_agree_on_the_checkpoint_variable():

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
+import pytest
 import yaml
 
 import versions
@@ -52,3 +54,38 @@ def test_every_helm_release_is_a_pinned_chart(any_platform):
             # An OCI reference names the chart itself (the kubectl handler runs `helm pull <Repository>`).
             repository = f"{repository}/{chart}"
         assert (release.properties["Repository"], release.properties["Version"]) == (repository, version), name
+
+
+_ADDON_BUILD = re.compile(r"^v(\d+)\.(\d+)\.(\d+)-eksbuild\.(\d+)$")
+
+
+def test_every_eks_addon_is_pinned_for_every_kubernetes_version():
+    """An unpinned add-on keeps its creation-time build through every Kubernetes upgrade."""
+    for addon, pins in versions.EKS_ADDONS.items():
+        assert set(pins) == set(versions.KUBERNETES_VERSIONS), addon
+        for minor, build in pins.items():
+            assert build and _ADDON_BUILD.match(build), (addon, minor, build)
+            assert versions.eks_addon_version(addon, minor) == build
+
+
+def test_no_kubernetes_upgrade_downgrades_an_addon():
+    minors = sorted(versions.KUBERNETES_VERSIONS, key=lambda v: tuple(int(p) for p in v.split(".")))
+    for addon, pins in versions.EKS_ADDONS.items():
+        builds = [tuple(int(n) for n in _ADDON_BUILD.match(pins[m]).groups()) for m in minors]
+        assert builds == sorted(builds), (addon, [pins[m] for m in minors])
+
+
+@pytest.mark.skipif(os.environ.get("DF_CHECK_EKS_ADDONS") != "1",
+                    reason="asks the EKS API (needs AWS credentials): set DF_CHECK_EKS_ADDONS=1 before deploying a new pin")
+def test_every_pinned_addon_build_is_offered_by_eks_for_its_kubernetes_version():
+    import boto3
+
+    eks = boto3.client("eks")
+    missing = []
+    for addon, pins in versions.EKS_ADDONS.items():
+        for minor, build in pins.items():
+            pages = eks.get_paginator("describe_addon_versions").paginate(addonName=addon, kubernetesVersion=minor)
+            offered = {v["addonVersion"] for page in pages for a in page["addons"] for v in a["addonVersions"]}
+            if build not in offered:
+                missing.append(f"{addon} {build} for Kubernetes {minor} (offered: {sorted(offered)[-3:]})")
+    assert missing == []
