@@ -100,11 +100,15 @@ def main() -> int:
     config = stage.config
     (outdir / CONFIG_FILE).write_text(json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
 
-    from cost.estimate import budget_problems
+    from cost.estimate import PriceError, budget_problems
     from tools.boot.model import BootModel
     from tools.summary import print_summary
 
-    est = stage_estimate(outdir, config.cost.price_region)
+    try:
+        est = stage_estimate(outdir, config.cost.price_region)
+    except PriceError as err:
+        print(f"error: cost.price_region: {err.args[0]}", file=sys.stderr)
+        return 2
     model = BootModel(outdir / f"assembly-{STAGE_ID}")
     # Every synthesis says what it built (the CLI's included): a -c override shows here and in dist/.
     verdicts = print_summary(outdir, dist_dir(outdir), estimate=est, model=model)

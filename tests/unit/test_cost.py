@@ -226,3 +226,16 @@ def test_a_type_not_offered_in_a_region_is_skipped_by_pools_and_named_for_node_g
     instance_type, per_vcpu = cheapest_per_vcpu(spot, prices)
     assert not instance_type.startswith(cheapest_family + ".")
     assert per_vcpu >= spot_line.unit_hourly
+
+
+@pytest.mark.parametrize("region", sorted(yaml.safe_load(PRICES.read_text())["regions"]))
+def test_the_default_budget_admits_the_default_platform_in_every_priced_region(platform, region):
+    """A user who only sets cost.price_region to where they deploy must not be refused by the default budget,
+    and the default budget must still refuse an extra always-on node (the Ray head on its own on-demand node)."""
+    from config import CostConfig
+
+    est = estimate(Assembly(platform.outdir / "assembly-DynamicFactory"), PriceTable(region=region))
+    budget = CostConfig().max_idle_usd_per_hour
+    assert budget_problems(est, budget, None) == []
+    extra_node = next(line for line in est.alternatives if "own on-demand node" in line.item)
+    assert est.idle_hourly + extra_node.hourly > budget
