@@ -13,10 +13,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
-# Synthesis never needs AWS credentials: keep the SDK from looking for them.
-export AWS_EC2_METADATA_DISABLED := true
 
 .PHONY: install synth test job bench cost impact deploy diff destroy clean help
+
+# Synthesis and the tests never need AWS credentials: keep the SDKs from probing the instance metadata
+# service for them. Not for deploy/diff/destroy, which may run on an EC2 host with an instance profile.
+synth test cost impact job bench: export AWS_EC2_METADATA_DISABLED := true
 
 help:
 	@echo "make synth   install everything, synthesize the platform offline, print a summary (CTX='-c k=v' overrides)"
@@ -54,13 +56,13 @@ synth: $(VENV)/.installed node_modules/.installed
 	@npx cdk synth --quiet $(CTX) 2>&1 | { grep -v -e '^Supply a stack id' -e 'Subprocess exited with error' || true; }
 
 deploy: $(VENV)/.installed node_modules/.installed
-	npx cdk deploy $(STACKS) $(CTX)
+	npx cdk deploy $(STACKS) $(CTX) $(ARGS)
 
 diff: $(VENV)/.installed node_modules/.installed
-	npx cdk diff $(STACKS) $(CTX)
+	npx cdk diff $(STACKS) $(CTX) $(ARGS)
 
 destroy: $(VENV)/.installed node_modules/.installed
-	npx cdk destroy $(STACKS) $(CTX)
+	npx cdk destroy $(STACKS) $(CTX) $(ARGS)
 
 impact: $(VENV)/.installed
 	@$(PY) -m tools.impact $(CTX) $(ARGS)

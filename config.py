@@ -407,6 +407,8 @@ class JupyterHubConfig(_Model):
     core_placement: Literal["system", "on-demand"] = "system"
     user_pool: Literal["on-demand", "spot"] = "on-demand"
     home_capacity_gib: int = Field(10, ge=1, le=1000)
+    # Home volumes and the hub database outlive `make destroy` (README, Tearing down); false deletes them.
+    keep_homes_on_destroy: bool = True
     cull_timeout_seconds: int = Field(3600, ge=300, le=7 * 86_400)
     notebook_image: str = ""
     domain: str = ""
@@ -687,7 +689,8 @@ def _annotation_at(path: list[str]) -> Any:
 
 
 def _parse_override(raw: Any, path: list[str] | None = None) -> Any:
-    """A command-line value: JSON when it parses, except for text fields ("1.36" stays a string)."""
+    """A command-line value: JSON when it parses, except for text fields ("1.36" stays a string); a bracketed
+    list that is not JSON is a list of text items."""
     if not isinstance(raw, str):
         return raw
     if path is not None and _annotation_at(path) is str:
@@ -695,7 +698,13 @@ def _parse_override(raw: Any, path: list[str] | None = None) -> Any:
     try:
         return json.loads(raw)
     except json.JSONDecodeError:
-        return raw
+        pass
+    # A list whose quotes the shell removed (make deploy CTX='-c x=["a","b"]' reaches the app as x=[a,b]):
+    # the items are text, separated by commas.
+    if raw.startswith("[") and raw.endswith("]"):
+        inner = raw[1:-1].strip()
+        return [item.strip() for item in inner.split(",")] if inner else []
+    return raw
 
 
 def build_config(base: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None) -> PlatformConfig:

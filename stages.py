@@ -66,6 +66,7 @@ class PlatformStage(cdk.Stage):
             system_min_size=cluster_cfg.system_nodes.min_size,
             system_max_size=cluster_cfg.system_nodes.max_size,
             system_ami_release_version=cluster_cfg.system_nodes.ami_release_version,
+            kubectl_security_group=self.network.kubectl_handler_security_group,
         )
         self.cluster.add_stack_dependency(self.network)
 
@@ -135,6 +136,7 @@ class PlatformStage(cdk.Stage):
             gpu_pool=pools.get("gpu"),
             admin_user=hub.admin_user,
             home_capacity_gib=hub.home_capacity_gib,
+            keep_homes_on_destroy=hub.keep_homes_on_destroy,
             cull_timeout_seconds=hub.cull_timeout_seconds,
             notebook_image=hub.notebook_image,
             domain=hub.domain,

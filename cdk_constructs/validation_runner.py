@@ -191,7 +191,8 @@ class ValidationRunner(Construct):
             self,
             "JobSource",
             path=str(REPO_ROOT),
-            exclude=["*", "!jobs", "!jobs/**", "jobs/**/__pycache__"],
+            # Dotfiles never travel (a developer's .npmrc or .env at the repo root): the last patterns win.
+            exclude=["*", "!jobs", "!jobs/**", "jobs/**/__pycache__", ".*", "**/.*"],
         )
 
         security_group = ec2.SecurityGroup(

@@ -111,6 +111,17 @@ __all__ = [
 
 JUPYTERHUB_NAMESPACE = "jupyterhub"
 
+
+def namespace_manifest() -> dict[str, Any]:
+    """The ``jupyterhub`` namespace. Two stacks apply it (stacks/ray_stack.py and stacks/jupyterhub_stack.py):
+    the Ray stack first, so its token bootstrap can copy the Ray token here, and retained when that stack is
+    deleted; the JupyterHub stack owns it, so deleting the hub deletes its notebook pods and home claims."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": JUPYTERHUB_NAMESPACE, "labels": {"pod-security.kubernetes.io/enforce": "baseline"}},
+    }
+
 # The Ray side of the contract is defined once, by the RayCluster chart.
 RAY_NAMESPACE = raycluster.NAMESPACE
 RAY_CLUSTER_NAME = raycluster.CLUSTER_NAME
@@ -572,7 +583,8 @@ class JupyterHubValues:
     :param https: public HTTPS endpoint; None: ClusterIP only (``kubectl port-forward``).
     :param gpu: GPU profile, only when a GPU pool exists.
     :param server_sizes: CPU profiles; exactly one is the default.
-    :param home_capacity: per-user home volume (StorageClass ``gp3``).
+    :param home_capacity: per-user home volume.
+    :param storage_class: StorageClass of the homes and the hub database (``gp3-retain`` keeps them on destroy).
     :param cull_timeout_seconds: stop servers idle this long; ``cull_every_seconds``: check interval.
     :param cull_max_age_seconds: stop servers this old even if active (0: never).
     """
@@ -723,6 +735,9 @@ class JupyterHubValues:
             "config": hub_config,
             "nodeSelector": core["nodeSelector"],
             "tolerations": core["tolerations"],
+            # The hub's database (NativeAuthenticator's accounts, server state) on the same class as the homes:
+            # kept on destroy unless the config says otherwise (charts/storage.py).
+            "db": {"pvc": {"storageClassName": self.storage_class}},
             "networkPolicy": {
                 "enabled": True,
                 # The hub needs the Kubernetes API (KubeSpawner). z2jh allows it through its privateIPs

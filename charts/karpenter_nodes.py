@@ -437,12 +437,18 @@ DEFAULT_SPOT_POOL = NodePoolSettings(
     memory_limit_gib=1024,
     consolidate_after="120s",
     expire_after="168h",
+    # Expiry is forceful (Karpenter 1.14 disruption docs: budgets do not hold it back, the node is drained at
+    # once): without a grace period a node with a busy, do-not-disrupt Ray worker would stay half-drained
+    # forever. After an hour the worker is evicted and the job resumes from its last checkpoint.
+    termination_grace_period="1h",
     budgets=(DisruptionBudget(nodes="20%"),),
 )
 
 # Long-lived, interruption-sensitive pods (Ray head, JupyterHub hub): on-demand only, tainted (see module doc),
-# slow to consolidate and one node at a time. No terminationGracePeriod: an expired node that runs a pod
-# annotated karpenter.sh/do-not-disrupt (the Ray head) waits for it instead of killing it.
+# slow to consolidate and one node at a time. Nodes never expire: expiry is forceful (the node is drained at
+# once, budgets do not apply), so a live notebook or the Ray head (karpenter.sh/do-not-disrupt) would either be
+# killed after a terminationGracePeriod or keep a half-drained node forever. Drift (a new AMI alias) replaces
+# these nodes gracefully once the culler or the user has ended what runs there.
 DEFAULT_ON_DEMAND_POOL = NodePoolSettings(
     name="on-demand",
     capacity_types=("on-demand",),
@@ -451,7 +457,7 @@ DEFAULT_ON_DEMAND_POOL = NodePoolSettings(
     cpu_limit=32,
     memory_limit_gib=128,
     consolidate_after="600s",
-    expire_after="720h",
+    expire_after="Never",
     taints=(ON_DEMAND_TAINT,),
     budgets=(DisruptionBudget(nodes="1"),),
 )
@@ -467,6 +473,7 @@ DEFAULT_GPU_POOL = NodePoolSettings(
     gpu_limit=4,
     consolidate_after="300s",
     expire_after="168h",
+    termination_grace_period="1h",  # as for the spot pool
     taints=(GPU_TAINT,),
     budgets=(DisruptionBudget(nodes="1"),),
 )

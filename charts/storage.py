@@ -1,4 +1,11 @@
-"""Cluster-wide storage: the default StorageClass (encrypted gp3 through the EBS CSI driver)."""
+"""Cluster-wide storage: encrypted gp3 through the EBS CSI driver, in two StorageClasses.
+
+* ``gp3`` (the default): the volume goes with its claim.
+* ``gp3-retain``: the volume outlives its claim, its namespace and the cluster (``reclaimPolicy: Retain``).
+  User homes and the hub's database use it unless ``jupyterhub.keep_homes_on_destroy`` is false, so a
+  teardown or a rebuilt stack never deletes anyone's work; the volumes stay in EC2, tagged by the driver
+  with the claim's name and namespace, until someone deletes them.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from constructs import Construct
 from charts.k8s import api_object
 
 DEFAULT_STORAGE_CLASS = "gp3"
+RETAIN_STORAGE_CLASS = "gp3-retain"
 
 
 class StorageChart(cdk8s.Chart):
@@ -16,20 +24,21 @@ class StorageChart(cdk8s.Chart):
         parameters = {"type": "gp3", "encrypted": "true", "csi.storage.k8s.io/fstype": "ext4"}
         if kms_key_arn:
             parameters["kmsKeyId"] = kms_key_arn
-        api_object(
-            self,
-            "gp3",
-            {
-                "apiVersion": "storage.k8s.io/v1",
-                "kind": "StorageClass",
-                "metadata": {
-                    "name": DEFAULT_STORAGE_CLASS,
-                    "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+        for name, reclaim, default in ((DEFAULT_STORAGE_CLASS, "Delete", True), (RETAIN_STORAGE_CLASS, "Retain", False)):
+            metadata: dict = {"name": name}
+            if default:
+                metadata["annotations"] = {"storageclass.kubernetes.io/is-default-class": "true"}
+            api_object(
+                self,
+                name,
+                {
+                    "apiVersion": "storage.k8s.io/v1",
+                    "kind": "StorageClass",
+                    "metadata": metadata,
+                    "provisioner": "ebs.csi.aws.com",
+                    "parameters": dict(parameters),
+                    "reclaimPolicy": reclaim,
+                    "volumeBindingMode": "WaitForFirstConsumer",
+                    "allowVolumeExpansion": True,
                 },
-                "provisioner": "ebs.csi.aws.com",
-                "parameters": parameters,
-                "reclaimPolicy": "Delete",
-                "volumeBindingMode": "WaitForFirstConsumer",
-                "allowVolumeExpansion": True,
-            },
-        )
+            )

@@ -51,6 +51,19 @@ REVIEWED_WILDCARDS: tuple[ReviewedWildcard, ...] = (
         "CodeBuild in a VPC describes subnets, security groups and ENIs; EC2 Describe* cannot be scoped",
     ),
     ReviewedWildcard(
+        "Network/LambdaEniCleanup/Role",
+        "DescribeNetworkInterfaces",
+        ("aws:RequestedRegion",),
+        "the teardown cleanup finds Lambda's leftover ENIs in the VPC; EC2 Describe* cannot be scoped to resources",
+    ),
+    ReviewedWildcard(
+        "Karpenter/TeardownGuard/Role",
+        "DescribeInstances",
+        ("aws:RequestedRegion",),
+        "the teardown guard finds the instances Karpenter launched for the cluster by their tags; "
+        "EC2 Describe* cannot be scoped to resources",
+    ),
+    ReviewedWildcard(
         "Karpenter/Controller/ResourceDiscoveryPolicy",
         "AllowUnscopedInstanceProfileListAction",
         (),

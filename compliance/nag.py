@@ -146,6 +146,35 @@ ACKNOWLEDGEMENTS: tuple[Acknowledgement, ...] = (
 )
 
 
+# --- Network: the Lambda ENI cleanup run on stack delete (cdk_constructs/lambda_eni_cleanup.py) ---
+_ENI_CLEANUP_ROLE = "Network/LambdaEniCleanup/Role/Resource"
+ACKNOWLEDGEMENTS += (
+    Acknowledgement(
+        _ENI_CLEANUP_ROLE,
+        "AwsSolutions-IAM5[Resource::*]",
+        "ec2:DescribeNetworkInterfaces supports no resource-level permissions (it finds the Lambda ENIs left in "
+        "the VPC); read-only and limited to this region by aws:RequestedRegion",
+    ),
+    Acknowledgement(
+        _ENI_CLEANUP_ROLE,
+        f"AwsSolutions-IAM5[Resource::{_EC2}:network-interface/*]",
+        "the ids of Lambda's leftover ENIs are known only at delete time; ec2:DeleteNetworkInterface is limited "
+        "to network interfaces of this VPC by the ec2:Vpc condition",
+    ),
+)
+
+
+# --- Karpenter: the teardown guard run on stack delete (cdk_constructs/karpenter_teardown_guard.py) ---
+ACKNOWLEDGEMENTS += (
+    Acknowledgement(
+        "Karpenter/TeardownGuard/Role/Resource",
+        "AwsSolutions-IAM5[Resource::*]",
+        "ec2:DescribeInstances supports no resource-level permissions (it finds the instances Karpenter launched "
+        "for this cluster by their tags); read-only and limited to this region by aws:RequestedRegion",
+    ),
+)
+
+
 # --- Karpenter controller (Karpenter 1.14 reference policy, same scoping) ----------------
 _KARPENTER_EC2 = "arn:<AWS::Partition>:ec2:<AWS::Region>"
 _LAUNCH_INPUTS = "launch inputs chosen by the EC2NodeClass at run time; the instances and fleets themselves"

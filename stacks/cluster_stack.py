@@ -12,6 +12,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
@@ -71,11 +72,15 @@ class ClusterStack(cdk.Stack):
         system_min_size: int,
         system_max_size: int,
         system_ami_release_version: str | None = None,
+        kubectl_security_group: ec2.ISecurityGroup | None = None,
         **kwargs,
     ) -> None:
         """``system_ami_release_version``: EKS-optimized AMI release of the system nodes (``1.35.x-YYYYMMDD``,
         of ``kubernetes_version``); None takes the latest release of that version when the node group is
-        created or moves to a new version, and nothing afterwards."""
+        created or moves to a new version, and nothing afterwards.
+        ``kubectl_security_group``: the group of CDK's kubectl handler Lambdas, owned by the network stack so that
+        it outlives the Lambda ENIs (NetworkStack); None leaves aws_eks_v2's default, the cluster security group,
+        whose Lambda ENIs can block the cluster's deletion (PlatformStage always passes one)."""
         super().__init__(scope, construct_id, **kwargs)
         self.cluster_name = cluster_name
         self.kubernetes_version = kubernetes_version
@@ -133,6 +138,10 @@ class ClusterStack(cdk.Stack):
                 kubectl_layer=kubectl_layer(self, kubernetes_version),
                 # The handler runs inside the VPC so it works with a private-only endpoint.
                 private_subnets=vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS).subnets,
+                # Its own group, not the cluster's (aws_eks_v2 KubectlProvider's default when none is given,
+                # aws-cdk-lib 2.275.0 kubectl-provider.ts): Lambda releases the ENIs long after the functions are
+                # deleted, which would block deleting the cluster group. (`security_group` is the deprecated form.)
+                security_groups=[kubectl_security_group] if kubectl_security_group else None,
             ),
             tags={DISCOVERY_TAG: cluster_name},
         )
@@ -142,6 +151,8 @@ class ClusterStack(cdk.Stack):
         # see KarpenterStack). aws_eks_v2 only imports it by id, so a CDK tag on it would never reach
         # AWS, and EKS does not copy the cluster's tags onto it.
         self.cluster_security_group_id = self.cluster.cluster_security_group_id
+        if kubectl_security_group is not None:
+            self._admit_kubectl_handler(kubectl_security_group)
 
         # Keyed by the principal, not its place in the list: an access entry's PrincipalArn is create-only,
         # so a positional id would replace entries when the list changes, and the replacement for a
@@ -176,9 +187,12 @@ class ClusterStack(cdk.Stack):
 
         # The kubectl handler's log groups are created by CDK without encryption: give every
         # log group in this stack the cluster key (its policy already admits CloudWatch Logs).
+        # They are RETAIN by CDK's default, and the key is deleted with this stack: a retained group would be
+        # left unreadable, so they go with the stack like the control-plane logs.
         for child in self.node.find_all():
             if isinstance(child, logs.CfnLogGroup) and child.kms_key_id is None:
                 child.kms_key_id = self.key.key_arn
+                child.apply_removal_policy(cdk.RemovalPolicy.DESTROY)
 
         cdk.CfnOutput(self, "ClusterName", value=self.cluster.cluster_name)
         cdk.CfnOutput(
@@ -186,6 +200,31 @@ class ClusterStack(cdk.Stack):
             "UpdateKubeconfig",
             value=f"aws eks update-kubeconfig --name {cluster_name} --region {self.region}",
         )
+
+    def _admit_kubectl_handler(self, handler_group: ec2.ISecurityGroup) -> None:
+        """The cluster security group (on the endpoint's ENIs) admits the kubectl handlers on 443.
+
+        A rule in this stack on EKS's group (by the cluster's attribute): ``connections.allow_from`` would put it
+        in the network stack, a cycle. Both handler functions depend on it, so it exists before any kubectl
+        resource runs and is deleted only after all of them (their deletes run helm/kubectl too) and the functions:
+        without that edge the rule can go first on destroy and every uninstall times out (aws/aws-cdk#9970).
+        """
+        ingress = ec2.CfnSecurityGroupIngress(
+            self,
+            "KubectlHandlerApiIngress",
+            group_id=self.cluster.cluster_security_group_id,
+            source_security_group_id=handler_group.security_group_id,
+            ip_protocol="tcp",
+            from_port=443,
+            to_port=443,
+            description="CDK kubectl handler Lambdas to the EKS API",
+        )
+        provider = self.cluster.kubectl_provider
+        functions = [c for c in provider.node.find_all() if isinstance(c, lambda_.CfnFunction)] if provider else []
+        if len(functions) != 2:  # Handler and Provider/framework-onEvent (aws-cdk-lib 2.275.0)
+            raise RuntimeError(f"expected the two kubectl provider functions, found {[f.node.path for f in functions]}")
+        for function in functions:
+            function.node.add_dependency(ingress)
 
     # ------------------------------------------------------------------ Cilium
 

@@ -1,8 +1,10 @@
 """JupyterHub: the cockpit. Users log in, open a notebook, and submit work to Ray.
 
 Deploy order: (Cognito user pool + client + the in-cluster secret bootstrap, with a domain) ->
-z2jh 4.4.0 release in the `jupyterhub` namespace (created by the Ray stack, which also puts the
-Ray token there). The stack comes after the Ray stack.
+z2jh 4.4.0 release in the `jupyterhub` namespace. The Ray stack creates that namespace first (its token
+bootstrap puts the Ray token there) and leaves it when deleted; this stack owns it, so deleting this stack
+removes the notebook pods and home claims after the release. Homes and the hub database are on the
+`gp3-retain` StorageClass unless ``keep_homes_on_destroy`` is false. The stack comes after the Ray stack.
 
 Cognito mode names users by e-mail, and the admin too (config refuses anything else). The hosted-UI
 domain prefix never changes once deployed: a user pool has one prefix domain and CloudFormation creates
@@ -30,6 +32,7 @@ from charts import jupyterhub_values as jh
 from charts import karpenter_nodes as kn
 from charts import oauth_secret_bootstrap as oauth
 from charts.k8s import cdk8s_app
+from charts.storage import DEFAULT_STORAGE_CLASS, RETAIN_STORAGE_CLASS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = jh.JUPYTERHUB_NAMESPACE
@@ -62,7 +65,9 @@ def notebook_image_asset(scope: Construct) -> ecr_assets.DockerImageAsset:
         file="images/notebook/Dockerfile",
         build_args={"RAY_VERSION": versions.RAY_VERSION, "PYTHON_VERSION": versions.RAY_PYTHON_VERSION},
         exclude=["*", "!images", "!images/notebook", "!images/notebook/**", "!jobs", "!jobs/**",
-                 "!notebooks", "!notebooks/**", "**/__pycache__", "**/.ipynb_checkpoints"],
+                 "!notebooks", "!notebooks/**", "**/__pycache__", "**/.ipynb_checkpoints",
+                 # Dotfiles never travel (a developer's .npmrc or .env at the repo root): the last patterns win.
+                 ".*", "**/.*"],
         platform=ecr_assets.Platform.LINUX_AMD64,
     )
 
@@ -87,9 +92,21 @@ class JupyterHubStack(cdk.Stack):
         cognito_domain_prefix: str,
         internal_load_balancer: bool,
         allowed_cidrs: Sequence[str],
+        keep_homes_on_destroy: bool = True,
         **kwargs,
     ) -> None:
+        """``keep_homes_on_destroy``: home volumes and the hub database outlive this stack and the cluster
+        (StorageClass ``gp3-retain``); False deletes them with their claims."""
         super().__init__(scope, construct_id, **kwargs)
+
+        # This stack owns the namespace (the Ray stack creates it first and leaves it on delete): deleting the
+        # stack deletes the namespace after the release, and with it the notebook pods KubeSpawner started and
+        # the home claims, whose volumes are kept or deleted by the StorageClass.
+        # overwrite: the namespace exists already (the Ray stack made it), and the kubectl handler would `kubectl
+        # create` it and fail; with overwrite it applies (aws-cdk-lib 2.275.0 kubectl handler, apply/__init__.py).
+        self.namespace = eks.KubernetesManifest(
+            self, "Namespace", cluster=cluster, manifest=[jh.namespace_manifest()], overwrite=True
+        )
 
         if notebook_image:
             repository, tag = notebook_image.rsplit(":", 1)
@@ -120,6 +137,7 @@ class JupyterHubStack(cdk.Stack):
             https=https,
             gpu=jh.GpuProfile(pool=gpu_pool) if gpu_pool is not None else None,
             home_capacity=f"{home_capacity_gib}Gi",
+            storage_class=RETAIN_STORAGE_CLASS if keep_homes_on_destroy else DEFAULT_STORAGE_CLASS,
             cull_timeout_seconds=cull_timeout_seconds,
         )
         self.release = pinned_chart(
@@ -127,13 +145,14 @@ class JupyterHubStack(cdk.Stack):
             "JupyterHub",
             cluster=cluster,
             chart="jupyterhub",
-            namespace=NAMESPACE,  # created by the Ray stack together with the Ray token copy
+            namespace=NAMESPACE,
             values=values.to_values(),
             # Wait for the hub, proxy and user scheduler to be Ready: without it the deploy "succeeds" while
             # the hub crash-loops. 12 minutes leaves the kubectl handler (15-minute Lambda) time to report.
             wait=True,
             timeout=cdk.Duration.minutes(12),
         )
+        self.release.node.add_dependency(self.namespace)
         for dependency in depends_on:
             # The hub reads the OAuth client secret at start.
             self.release.node.add_dependency(dependency)
@@ -205,8 +224,9 @@ class JupyterHubStack(cdk.Stack):
                 placement=kn.pool_placement(core_pool),
             ).to_json(),
         )
-        # The Job's pod needs its AWS credentials when it is created.
+        # The Job's pod needs its AWS credentials when it is created, and its namespace.
         bootstrap.node.add_dependency(identity)
+        bootstrap.node.add_dependency(self.namespace)
         cdk.CfnOutput(self, "UserPoolId", value=pool.user_pool_id)
         cdk.CfnOutput(self, "CognitoDomainPrefix", value=prefix,
                       description="The hosted-UI domain prefix: fixed for the life of this stack")

@@ -2,9 +2,10 @@
 
 Deploy order in this stack (each edge an explicit CloudFormation dependency):
 interruption queue + controller role + Pod Identity association -> karpenter-crd chart ->
-karpenter chart -> EC2NodeClass and NodePools (-> NVIDIA device plugin when the GPU pool is on).
-The whole stack comes after the cluster stack, so the system nodes, the Pod Identity agent
-and CoreDNS already run when the controller starts.
+karpenter chart -> teardown guard -> EC2NodeClass and NodePools (-> NVIDIA device plugin when the GPU pool
+is on). The whole stack comes after the cluster stack, so the system nodes, the Pod Identity agent
+and CoreDNS already run when the controller starts. Teardown runs it backwards: the guard, deleted between
+the NodePools and the controller, holds the controller back until Karpenter has terminated its instances.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from typing import Any, Sequence
 
 import aws_cdk as cdk
 from aws_cdk import aws_eks_v2 as eks
+from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from cdk_constructs.helm import pinned_chart
 from cdk_constructs.karpenter_iam import KarpenterControllerRole, KarpenterNodeRole
 from cdk_constructs.karpenter_interruption import KarpenterInterruptionQueue
+from cdk_constructs.karpenter_teardown_guard import KarpenterTeardownGuard
 from cdk_constructs.pod_identity import PodIdentityRole
 from charts import karpenter_nodes as kn
 from charts.k8s import cdk8s_app
@@ -68,7 +71,7 @@ class KarpenterStack(cdk.Stack):
 
         self.node_role = KarpenterNodeRole(self, "NodeRole", description=f"{cluster_name}: Karpenter nodes").role
         # Nodes launched by Karpenter join the cluster through this access entry.
-        eks.AccessEntry(
+        node_access = eks.AccessEntry(
             self,
             "NodeAccess",
             cluster=cluster,
@@ -129,15 +132,34 @@ class KarpenterStack(cdk.Stack):
             node_pools=node_pools,
             ami_alias=ami_alias,
         )
+        gpu_pools = [p for p in node_pools if p.gpu]
+        gpu_names = {p.name for p in gpu_pools}
+        objects = nodes_chart.to_json()
+        is_gpu = [o.get("kind") == "NodePool" and o["metadata"]["name"] in gpu_names for o in objects]
         self.node_pools = eks.KubernetesManifest(
-            self, "NodePools", cluster=cluster, manifest=nodes_chart.to_json(), prune=True
+            self, "NodePools", cluster=cluster, manifest=[o for o, g in zip(objects, is_gpu) if not g], prune=True
         )
         # NodePools and the EC2NodeClass are custom resources of the Karpenter CRDs and are
         # reconciled by the controller: apply them only once both exist.
         self.node_pools.node.add_dependency(self.controller_chart)
+        # A node launched for a pool joins through the access entry; on teardown the pools go first, so their
+        # nodes are drained and terminated by a running Karpenter while they can still reach the API server.
+        self.node_pools.node.add_dependency(node_access)
 
-        gpu_pools = [p for p in node_pools if p.gpu]
+        pool_manifests = [self.node_pools]
         if gpu_pools:
+            # The GPU pool is a resource of its own: `prune` only removes built-in kinds (the kubectl handler
+            # passes no allow-list for custom resources), so turning the GPU pool off would leave the NodePool
+            # behind in a shared manifest. As its own resource, CloudFormation deletes it, and Karpenter drains
+            # its nodes, before the device plugin goes.
+            # overwrite: the kubectl handler creates with `kubectl create` otherwise, which fails where the pool
+            # already exists (a platform deployed when every pool shared one manifest).
+            gpu_node_pools = eks.KubernetesManifest(
+                self, "GpuNodePool", cluster=cluster, manifest=[o for o, g in zip(objects, is_gpu) if g],
+                overwrite=True,
+            )
+            gpu_node_pools.node.add_dependency(self.node_pools)  # its EC2NodeClass, the controller, the access
+            pool_manifests.append(gpu_node_pools)
             plugin = pinned_chart(
                 self,
                 "NvidiaDevicePlugin",
@@ -147,6 +169,21 @@ class KarpenterStack(cdk.Stack):
                 values=device_plugin_values(gpu_pools[0]),
             )
             # GPU pods are only schedulable once the plugin advertises nvidia.com/gpu.
-            plugin.node.add_dependency(self.node_pools)
+            plugin.node.add_dependency(gpu_node_pools)
+
+        # The kubectl handler only logs a failed `kubectl delete`, so on teardown a NodePools resource may be gone
+        # while its nodes still run. The guard is deleted after every pool manifest and before the controller, its
+        # Pod Identity and the nodes' access entry (what Karpenter needs to drain and terminate them), and waits
+        # until no instance Karpenter launched is left; if some are, the stack delete stops with the controller
+        # still running. Its log group takes the cluster's key (its policy admits CloudWatch Logs), which the
+        # cluster stack keeps until after this stack is gone.
+        self.teardown_guard = KarpenterTeardownGuard(
+            self,
+            "TeardownGuard",
+            cluster_name=cluster_name,
+            after=[self.controller_chart, identity, node_access],
+            before=pool_manifests,
+            log_key=kms.Key.from_key_arn(self, "ClusterKey", cluster.cluster_encryption_config_key_arn),
+        )
 
         cdk.CfnOutput(self, "InterruptionQueueName", value=self.interruption.queue.queue_name)

@@ -11,6 +11,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from cdk_constructs.kms_logs import allow_cloudwatch_logs
+from cdk_constructs.lambda_eni_cleanup import LambdaEniCleanup
 
 # Karpenter finds the subnets (and security groups) it may launch into by this tag.
 DISCOVERY_TAG = "karpenter.sh/discovery"
@@ -21,6 +22,12 @@ class NetworkStack(cdk.Stack):
 
     Nodes and pods live in the private subnets; the public subnets hold only the NAT
     gateways (and load balancers, when something is deliberately exposed).
+
+    Teardown: this stack is deleted last (every other stack depends on it). The security group of
+    CDK's kubectl handler Lambdas lives here, not in the cluster stack, because Lambda keeps their
+    ENIs long after the functions are deleted; the LambdaEniCleanup resource DependsOn that group
+    and every subnet, so CloudFormation deletes it first and its Delete clears those ENIs (waiting
+    for Lambda to release them) before the group and the subnets go.
     """
 
     def __init__(
@@ -68,6 +75,25 @@ class NetworkStack(cdk.Stack):
         # S3 traffic (images layers from ECR, checkpoints) stays off the NAT gateways.
         self.vpc.add_gateway_endpoint("S3Endpoint", service=ec2.GatewayVpcEndpointAwsService.S3)
 
+        # CDK's kubectl handler and its provider framework Lambda (ClusterStack) run in the private subnets
+        # with this group (the cluster endpoint is private by default); the cluster security group admits it
+        # on 443 (ClusterStack). Egress: HTTPS only, but to anywhere: besides the endpoint's in-VPC addresses the
+        # handler calls eks:DescribeCluster (`aws eks update-kubeconfig`), ECR and the Helm repositories, and the
+        # framework calls Lambda and CloudFormation's response URL, all public HTTPS endpoints reached through
+        # NAT. DNS to the VPC resolver is not subject to security groups.
+        self.kubectl_handler_security_group = ec2.SecurityGroup(
+            self,
+            "KubectlHandlerSecurityGroup",
+            vpc=self.vpc,
+            description=f"{cluster_name}: CDK kubectl handler Lambdas (HTTPS out only)",
+            allow_all_outbound=False,
+        )
+        self.kubectl_handler_security_group.add_egress_rule(
+            ec2.Peer.any_ipv4(),
+            ec2.Port.tcp(443),
+            "HTTPS: EKS private endpoint, AWS APIs, Helm chart repositories",
+        )
+
         # Flow logs to an encrypted log group.
         self.log_key = kms.Key(
             self,
@@ -88,4 +114,17 @@ class NetworkStack(cdk.Stack):
             "FlowLog",
             destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group),
             traffic_type=ec2.FlowLogTrafficType.ALL,
+        )
+
+        # First to go on stack delete: deletes the Lambda ENIs left in the subnets (the kubectl handlers') before
+        # the subnets and the handlers' security group, which CloudFormation deletes only after it.
+        self.lambda_eni_cleanup = LambdaEniCleanup(
+            self,
+            "LambdaEniCleanup",
+            vpc=self.vpc,
+            before=[
+                *(subnet.node.default_child for subnet in self.vpc.public_subnets + self.vpc.private_subnets),
+                self.kubectl_handler_security_group.node.default_child,
+            ],
+            log_key=self.log_key,
         )

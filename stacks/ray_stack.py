@@ -24,7 +24,7 @@ from cdk_constructs.validation_runner import ValidationRunner
 from charts import karpenter_nodes as kn
 from charts import raycluster as rc
 from charts.k8s import cdk8s_app
-from charts.jupyterhub_values import JUPYTERHUB_NAMESPACE as NOTEBOOK_NAMESPACE
+from charts.jupyterhub_values import namespace_manifest as jh_namespace_manifest
 from charts.network_policies import KUBERAY_OPERATOR_NAMESPACE as OPERATOR_NAMESPACE
 from charts.network_policies import RayNetworkPoliciesChart
 from stacks.cluster_stack import SYSTEM_NODE_LABEL, SYSTEM_TOLERATION
@@ -94,21 +94,12 @@ class RayStack(cdk.Stack):
 
         # The token bootstrap Job writes a copy of the Ray token into the notebook namespace,
         # so that namespace must exist before the Ray chart (JupyterHub installs into it later).
+        # The JupyterHub stack owns it: deleting this stack (to rebuild Ray) must never delete the notebook
+        # namespace with every user's home claim, so CloudFormation keeps it (no delete call is made).
         notebook_namespace = eks.KubernetesManifest(
-            self,
-            "NotebookNamespace",
-            cluster=cluster,
-            manifest=[
-                {
-                    "apiVersion": "v1",
-                    "kind": "Namespace",
-                    "metadata": {
-                        "name": NOTEBOOK_NAMESPACE,
-                        "labels": {"pod-security.kubernetes.io/enforce": "baseline"},
-                    },
-                }
-            ],
+            self, "NotebookNamespace", cluster=cluster, manifest=[jh_namespace_manifest()]
         )
+        notebook_namespace.node.find_child("Resource").apply_removal_policy(cdk.RemovalPolicy.RETAIN)
 
         chart = rc.RayClusterChart(
             cdk8s_app(),

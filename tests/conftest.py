@@ -30,6 +30,7 @@ VARIANT_OVERRIDES = {
     "platform.jupyterhub.core_placement": "on-demand",
     "platform.jupyterhub.domain": "hub.example.com",
     "platform.jupyterhub.admin_user": "admin@example.com",
+    "platform.jupyterhub.keep_homes_on_destroy": False,
     "platform.jupyterhub.certificate_arn": "arn:aws:acm:eu-west-1:111122223333:certificate/0f2c9f6e-1b2a-4c3d-9e8f-0123456789ab",
     "platform.jupyterhub.cognito_domain_prefix": "ml-prod-hub",
     "platform.jupyterhub.allowed_cidrs": ["203.0.113.0/24"],

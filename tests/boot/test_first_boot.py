@@ -229,6 +229,33 @@ def test_catches_an_oci_chart_reference_the_handler_cannot_pull(mutated):
     assert any("chart source" in f and "karpenter-crd" in f for f in failures), failures
 
 
+def test_catches_a_home_storage_class_that_does_not_exist(mutated):
+    """Homes and the hub database name a StorageClass: missing, their claims stay Pending and nothing starts."""
+    def edit(root: Path) -> None:
+        (path,) = root.rglob("*JupyterHub*.template.json")
+        text = path.read_text()
+        assert "gp3-retain" in text
+        path.write_text(text.replace("gp3-retain", "gp3-missing"))
+
+    failures = mutated(edit)
+    assert any("storage class" in f and "storageClassName" in f for f in failures), failures
+    assert any("storage class" in f and "storageClass" in f and "singleuser" in f for f in failures), failures
+
+
+def test_catches_an_object_created_twice(mutated):
+    """The JupyterHub stack re-applies the namespace the Ray stack made: without Overwrite the kubectl handler
+    runs `kubectl create`, which fails with AlreadyExists and rolls the stack back."""
+    def edit(root: Path) -> None:
+        def drop_overwrite(name: str, template: dict[str, Any]) -> None:
+            for res in template["Resources"].values():
+                if "JupyterHub" in name and res["Type"] == "Custom::AWSCDK-EKS-KubernetesResource":
+                    res["Properties"].pop("Overwrite", None)
+        _edit_templates(root, drop_overwrite)
+
+    failures = mutated(edit)
+    assert any("created once" in f and "Namespace jupyterhub" in f for f in failures), failures
+
+
 def test_catches_gpu_nodes_where_no_device_plugin_runs(variant, tmp_path):
     """Without the label the NVIDIA plugin's default affinity asks for, nothing advertises nvidia.com/gpu."""
     root = _copy_assembly(variant.outdir, tmp_path / "cdk.out")

@@ -282,13 +282,17 @@ def test_eks_addons(platform):
     assert len(ebs_assoc) == 1
 
 
-def test_default_storage_class_is_encrypted_gp3(platform):
-    objects = platform.assembly.kube_objects()
-    (sc,) = [o for o in objects if o["kind"] == "StorageClass"]
-    assert sc["metadata"]["name"] == "gp3"
-    assert sc["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"] == "true"
-    assert sc["provisioner"] == "ebs.csi.aws.com"
-    assert sc["parameters"]["type"] == "gp3" and sc["parameters"]["encrypted"] == "true"
+def test_storage_classes_are_encrypted_gp3_and_only_one_is_the_default(platform):
+    """`gp3` (the default, volumes go with their claim) and `gp3-retain` (volumes outlive it: homes)."""
+    classes = {o["metadata"]["name"]: o for o in platform.assembly.kube_objects() if o["kind"] == "StorageClass"}
+    assert set(classes) == {"gp3", "gp3-retain"}
+    defaults = [n for n, sc in classes.items()
+                if sc["metadata"].get("annotations", {}).get("storageclass.kubernetes.io/is-default-class") == "true"]
+    assert defaults == ["gp3"]
+    assert classes["gp3"]["reclaimPolicy"] == "Delete" and classes["gp3-retain"]["reclaimPolicy"] == "Retain"
+    for sc in classes.values():
+        assert sc["provisioner"] == "ebs.csi.aws.com"
+        assert sc["parameters"]["type"] == "gp3" and sc["parameters"]["encrypted"] == "true"
 
 
 # ----------------------------------------------------------------- deploy order

@@ -306,3 +306,30 @@ def test_subnet_plan_agrees_with_the_cdk_allocator(prefix, az_count):
         assert "exceeds remaining space" in str(err)
         allocated = None
     assert config.subnet_plan(cidr, az_count, masks) == allocated
+
+
+def test_a_list_whose_quotes_the_shell_removed_is_read_as_text_items():
+    """`make deploy CTX='-c platform.cluster.admin_principal_arns=["arn:..."]'`: make hands the words to the shell,
+    which removes the inner quotes, so the app receives `[arn:...]`. It must mean the same list."""
+    arn_a, arn_b = "arn:aws:iam::111122223333:role/A", "arn:aws:iam::111122223333:role/B"
+    for raw in (f"[{arn_a}]", f'["{arn_a}"]'):
+        cfg = config.build_config({}, {"platform.cluster.admin_principal_arns": raw})
+        assert cfg.cluster.admin_principal_arns == (arn_a,)
+    cfg = config.build_config({}, {"platform.cluster.admin_principal_arns": f"[{arn_a}, {arn_b}]"})
+    assert cfg.cluster.admin_principal_arns == (arn_a, arn_b)
+    assert config.build_config({}, {"platform.cluster.admin_principal_arns": "[]"}).cluster.admin_principal_arns == ()
+    with pytest.raises(config.ConfigError, match="admin_principal_arns"):
+        config.build_config({}, {"platform.cluster.admin_principal_arns": "[not-an-arn]"})
+
+
+def test_the_makefile_passes_a_list_override_through_the_shell_intact():
+    """The real path: make -> bash -> the argument the CDK CLI would pass on (printed by a stand-in command)."""
+    result = subprocess.run(
+        ["make", "-s", "--no-print-directory", "-f", "-", "show",
+         'CTX=-c platform.cluster.admin_principal_arns=["arn:aws:iam::111122223333:role/A"]'],
+        input="SHELL := /bin/bash\n.SHELLFLAGS := -o pipefail -c\nshow:\n\t@printf '%s\\n' $(CTX)\n",
+        capture_output=True, text=True, cwd=ROOT, timeout=60)
+    words = result.stdout.split()
+    (value,) = [w.split("=", 1)[1] for w in words if w.startswith("platform.")]
+    cfg = config.build_config({}, {"platform.cluster.admin_principal_arns": value})
+    assert cfg.cluster.admin_principal_arns == ("arn:aws:iam::111122223333:role/A",)

@@ -15,9 +15,10 @@ def readme_rows() -> dict[str, dict[str, str]]:
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 5 and cells[0].startswith("`"):
-            rows[cells[0].strip("`")] = {"consolidateAfter": cells[1], "expireAfter": cells[2], "budget": cells[3],
-                                         "protected": cells[4]}
+        if len(cells) == 6 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = {"consolidateAfter": cells[1], "expireAfter": cells[2],
+                                         "terminationGracePeriod": cells[3], "budget": cells[4],
+                                         "protected": cells[5]}
     return rows
 
 
@@ -32,7 +33,9 @@ def test_every_pool_of_the_platform_is_in_the_table_with_its_settings(platform, 
     for name, pool in pools.items():
         disruption = pool["spec"]["disruption"]
         assert rows[name]["consolidateAfter"] == disruption["consolidateAfter"], name
-        assert rows[name]["expireAfter"] == pool["spec"]["template"]["spec"]["expireAfter"], name
+        spec = pool["spec"]["template"]["spec"]
+        assert rows[name]["expireAfter"] == spec["expireAfter"], name
+        assert rows[name]["terminationGracePeriod"] == spec.get("terminationGracePeriod", "none"), name
         assert [rows[name]["budget"]] == [b["nodes"] for b in disruption["budgets"]], name
 
 
@@ -49,3 +52,12 @@ def test_the_pods_the_table_calls_protected_carry_the_annotation(variant):
         annotations = template.get("metadata", {}).get("annotations", {})
         assert annotations.get(DO_NOT_DISRUPT) == "true", group
     assert re.search(r"notebook servers", readme_rows()["on-demand"]["protected"])
+
+
+def test_no_pool_strands_protected_pods_on_an_expiring_node(platform, variant):
+    """Expiry is forceful: a pool whose nodes expire must bound the drain with terminationGracePeriod, or a
+    do-not-disrupt pod keeps a half-drained node forever (Karpenter 1.14 disruption docs)."""
+    pools = {**node_pools(platform), **node_pools(variant)}
+    for name, pool in pools.items():
+        spec = pool["spec"]["template"]["spec"]
+        assert spec["expireAfter"] == "Never" or spec.get("terminationGracePeriod"), name

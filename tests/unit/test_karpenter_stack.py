@@ -6,6 +6,7 @@ import json
 import yaml
 
 import versions
+from cdk_constructs.karpenter_teardown_guard import RESOURCE_TYPE as TEARDOWN_GUARD_TYPE
 from charts import karpenter_nodes as kn
 from tests.platform_synth import ROOT
 from tests.support.k8s_schema import CrdValidator
@@ -22,14 +23,23 @@ def _depends(synth, logical_id) -> set[str]:
     return {deps} if isinstance(deps, str) else set(deps)
 
 
+def _pool_resources(synth):
+    """The manifest resources that carry NodePools: ``NodePools`` (the EC2NodeClass and the CPU pools) and, with
+    the GPU pool on, ``GpuNodePool``."""
+    found = [r for r in synth.assembly.manifests() if any(o["kind"] == "NodePool" for o in r.objects)]
+    assert found and all("Karpenter" in r.stack for r in found)
+    return found
+
+
 def _node_pool_resource(synth):
-    (res,) = [r for r in synth.assembly.manifests() if any(o["kind"] == "NodePool" for o in r.objects)]
-    assert "Karpenter" in res.stack
+    """``NodePools``: the resource with the EC2NodeClass."""
+    (res,) = [r for r in _pool_resources(synth) if any(o["kind"] == "EC2NodeClass" for o in r.objects)]
+    assert res.logical_id.startswith("NodePools")
     return res
 
 
 def _objects(synth, kind):
-    return [o for o in _node_pool_resource(synth).objects if o["kind"] == kind]
+    return [o for r in _pool_resources(synth) for o in r.objects if o["kind"] == kind]
 
 
 # ------------------------------------------------------------------ Helm
@@ -94,7 +104,7 @@ def test_every_value_we_set_exists_in_the_upstream_values_file(platform):
 
 def test_node_class_and_pools_validate_strictly_against_the_crds(any_platform):
     validator = CrdValidator.from_files(sorted(KARPENTER_SCHEMAS.glob("*_*.yaml")))
-    objects = _node_pool_resource(any_platform).objects
+    objects = [o for r in _pool_resources(any_platform) for o in r.objects]
     assert {o["kind"] for o in objects} == {"EC2NodeClass", "NodePool"}
     for obj in objects:
         if obj["kind"] == "EC2NodeClass":
@@ -163,7 +173,9 @@ def test_nvidia_device_plugin_comes_with_the_gpu_pool(platform, variant):
     plugin = variant.assembly.helm_releases()["nvidia-device-plugin"]
     assert plugin.properties["Version"] == versions.NVIDIA_DEVICE_PLUGIN_VERSION
     assert plugin.values["nodeSelector"] == {"dynamic-factory/pool": "gpu"}
-    assert _node_pool_resource(variant).logical_id in plugin.depends_on
+    (gpu,) = [r for r in _pool_resources(variant) if r.logical_id.startswith("GpuNodePool")]
+    assert [o["metadata"]["name"] for o in gpu.objects] == ["gpu"]
+    assert gpu.logical_id in plugin.depends_on
 
 
 # ------------------------------------------------------------------ identities
@@ -194,7 +206,22 @@ def test_crd_chart_then_controller_then_pools(any_platform):
     crd = _id_of_release(any_platform, "karpenter-crd")
     controller = _id_of_release(any_platform, "karpenter")
     assert crd in _depends(any_platform, controller)
-    assert controller in _node_pool_resource(any_platform).depends_on
+    node_pools = _node_pool_resource(any_platform)
+    assert controller in node_pools.depends_on
+    # The GPU pool after the EC2NodeClass it names (and so after the controller).
+    for res in _pool_resources(any_platform):
+        assert res.logical_id == node_pools.logical_id or node_pools.logical_id in res.depends_on, res.logical_id
+
+
+def test_controller_then_teardown_guard_then_pools(any_platform):
+    """Deleted in reverse: every pool manifest, then the guard (waits for Karpenter's instances), then the
+    controller, its Pod Identity association and the nodes' access entry (tests/unit/test_teardown_karpenter.py)."""
+    (guard,) = _resources(any_platform, TEARDOWN_GUARD_TYPE)
+    (assoc,) = _resources(any_platform, "AWS::EKS::PodIdentityAssociation")
+    (access,) = _resources(any_platform, "AWS::EKS::AccessEntry")
+    assert {_id_of_release(any_platform, "karpenter"), assoc, access} <= _depends(any_platform, guard)
+    for res in _pool_resources(any_platform):
+        assert guard in res.depends_on, res.logical_id
 
 
 def test_queue_rules_and_identity_exist_before_the_controller(platform):

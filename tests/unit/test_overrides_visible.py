@@ -61,8 +61,8 @@ def test_make_cost_prices_what_was_synthesized(gpu_run):
 def test_dist_holds_the_gpu_pool(gpu_run, tmp_path, capsys):
     outdir, _ = gpu_run
     print_summary(outdir, tmp_path / "dist")
-    pools = next((tmp_path / "dist").glob("*/manifests/NodePools.yaml")).read_text()
-    assert "name: gpu" in pools
+    manifests = "\n".join(p.read_text() for p in (tmp_path / "dist").glob("*/manifests/*.yaml"))
+    assert "kind: NodePool\nmetadata:\n  name: gpu" in manifests
     # Deploy-time values read as placeholders, the notebook image's repository included.
     values = next((tmp_path / "dist").glob("*/helm/jupyterhub.values.yaml")).read_text()
     assert "${Fn::Sub}" not in values and "container-assets-${AWS::AccountId}-${AWS::Region}" in values

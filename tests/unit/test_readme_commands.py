@@ -30,6 +30,9 @@ def readme_cdk_commands(text: str) -> list[list[str]]:
     """The argument lists (after ``cdk``) of every deploy/diff/destroy command written in the README."""
     commands = []
     for match in _CDK_LINE.finditer(text):
+        line_start = text.rfind("\n", 0, match.start()) + 1
+        if "#" in text[line_start:match.start()]:
+            continue  # inside a shell comment: prose, not a command
         line = match.group(0).replace("\\\n", " ").split("#", 1)[0]
         commands.append(shlex.split(line)[2:])
     return commands

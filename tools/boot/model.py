@@ -23,7 +23,7 @@ from tools.boot.deploy import DeployGraph, Key
 from tools.boot.scheduling import Node, Pool, node_group_nodes, pools_from_manifests
 from tools.boot.workloads import (RAY_CLUSTER_LABEL, RAY_NODE_TYPE_LABEL, SINGLEUSER_LABELS, Workload, collect,
                                   iter_kube_objects, load_table)
-from tools.render import Assembly
+from tools.render import MANIFEST_TYPE, Assembly
 
 # Free share of the system nodes' allocatable CPU and memory required once everything that runs at idle is
 # placed: room for a rolling update of a controller, a bootstrap Job, or one more add-on.
@@ -309,6 +309,60 @@ class BootModel:
                           + ("" if ok else f": that reference is not the chart {chart!r}, the pull fails and the "
                                            "stack rolls back"))
 
+    # Helm values that name a StorageClass for a PVC the release (or its spawner) creates: (chart, path).
+    STORAGE_CLASS_VALUES = (("jupyterhub", ("singleuser", "storage", "dynamic", "storageClass")),
+                            ("jupyterhub", ("hub", "db", "pvc", "storageClassName")))
+
+    def _check_storage_classes(self) -> Iterable[Verdict]:
+        """A claim whose StorageClass does not exist stays Pending forever: the hub never starts (its database)
+        or no notebook spawns (its home). Each class a release names is applied before the release."""
+        classes = {o["metadata"]["name"]: key for key, o in iter_kube_objects(self.graph, ["StorageClass"])}
+        for name, res in self.graph.assembly.helm_releases().items():
+            key = (res.stack, res.logical_id)
+            for chart, path in self.STORAGE_CLASS_VALUES:
+                if res.properties.get("Chart") != chart:
+                    continue
+                value: Any = res.values
+                for part in path:
+                    value = value.get(part) if isinstance(value, dict) else None
+                if not value:
+                    continue
+                source = classes.get(value)
+                ok = source is not None and source in self.graph.ancestors(key)
+                yield Verdict(self.graph.label(key), f"{name} {'.'.join(path)}", "storage class", ok,
+                              f"StorageClass {value!r} " + ("applied before the release" if ok else
+                              "is not applied before the release: its claims stay Pending" if source else
+                              "does not exist: its claims stay Pending"))
+
+    def _check_create_conflicts(self) -> Iterable[Verdict]:
+        """The kubectl handler creates a manifest's objects with `kubectl create` unless the resource says
+        Overwrite (aws-cdk-lib 2.275.0 kubectl handler, apply/__init__.py): an object another resource applied
+        first (or may have, with no order between them) makes the create fail with AlreadyExists."""
+        def identity(obj: dict[str, Any]) -> tuple[str, str, str]:
+            meta = obj.get("metadata", {})
+            return obj.get("kind", ""), meta.get("namespace", ""), meta.get("name", "")
+
+        owners: dict[tuple[str, str, str], list[Key]] = {}
+        for res in self.graph.assembly.manifests():
+            for obj in res.objects:
+                owners.setdefault(identity(obj), []).append((res.stack, res.logical_id))
+        for res in self.graph.assembly.helm_releases().values():
+            if res.properties.get("CreateNamespace"):
+                owners.setdefault(("Namespace", "", res.properties["Namespace"]), []).append((res.stack, res.logical_id))
+        for ident, keys in owners.items():
+            if len(keys) < 2:
+                continue
+            for key in keys:
+                props = self.graph.resources[key].properties
+                if self.graph.resources[key].type != MANIFEST_TYPE or str(props.get("Overwrite", "false")).lower() == "true":
+                    continue
+                others = [k for k in keys if k != key and key not in self.graph.ancestors(k)]
+                yield Verdict(self.graph.label(key), f"{ident[0]} {'/'.join(x for x in ident[1:] if x)}",
+                              "created once", not others,
+                              "no other resource applies it before" if not others else
+                              f"also applied by {', '.join(self.graph.label(k) for k in others)} before or "
+                              "concurrently: `kubectl create` fails with AlreadyExists (set overwrite)")
+
     def _check_node_groups(self) -> Iterable[Verdict]:
         """A node group waits for its nodes to be Ready: Cilium must be able to network them with what precedes it."""
         agent = self._named(CILIUM_CHART, CILIUM_AGENT)
@@ -521,6 +575,8 @@ class BootModel:
         out = [Verdict("read", p, "table", False, p) for p in self.read_problems]
         out += list(self._check_chart_sources())
         out += self.selector_verdicts
+        out += list(self._check_storage_classes())
+        out += list(self._check_create_conflicts())
         out += list(self._check_node_groups())
         out += list(self._check_workloads())
         out += list(self._check_clients())

@@ -1,0 +1,191 @@
+"""Custom resource handler: on Delete, wait until Karpenter has terminated every instance it launched.
+
+CDK's kubectl handler (aws-cdk-lib 2.275.0, ``apply/__init__.py``) runs ``kubectl delete -f`` on Delete and
+only logs what fails, so a NodePools resource can be "deleted" while its NodePools, NodeClaims and nodes are
+still there. The next resources to go are the Karpenter controller, its credentials and the nodes' access
+entry: with them gone nothing terminates those instances, which keep running (and billing) and hold on to the
+VPC. This resource is deleted after the NodePools and before the controller; its Delete waits, bounded, until
+no instance launched by Karpenter for this cluster is left, and answers FAILED naming the ones left otherwise,
+so the stack stops with the controller still installed and the next delete resumes here.
+
+It never terminates anything: Karpenter does, through its finalizers (NodeClaim termination drains the node,
+honouring disruption budgets and grace periods, then terminates the instance; the EC2NodeClass waits for its
+NodeClaims). An instance terminated behind its back would skip the drain and leave NodeClaims whose finalizer
+only a running controller removes.
+
+Karpenter's instances: Karpenter 1.14 tags every instance at launch with ``eks:eks-cluster-name: <cluster>``,
+``karpenter.sh/nodepool``, ``karpenter.k8s.aws/ec2nodeclass``, ``karpenter.sh/nodeclaim``,
+``kubernetes.io/cluster/<cluster>: owned`` and ``Name`` (aws/karpenter-provider-aws at v1.14: ``GetTags`` in
+``pkg/utils/utils.go``, keys in ``pkg/apis/v1/labels.go``, listed in
+``website/content/en/v1.14/concepts/nodeclasses.md`` under spec.tags), and finds its own instances by
+``eks:eks-cluster-name`` = the cluster, both tag keys ``karpenter.sh/nodepool`` and
+``karpenter.k8s.aws/ec2nodeclass``, and state pending, running, stopping, stopped or shutting-down
+(``pkg/providers/instance/instance.go``: ``List`` and ``instanceStateFilter``). This guard takes the same
+states and the two tags the controller's IAM policy *requires* on every instance it launches
+(cdk_constructs/karpenter_iam.py, AllowScopedEC2InstanceActionsWithTags: ``eks:eks-cluster-name`` = the
+cluster, ``karpenter.sh/nodepool`` present), not the ec2nodeclass key as well: so no instance this controller
+could have launched escapes it, and it still waits for everything Karpenter's own List sees. The EC2 request
+filters on both tags and the states; the classification here checks them again. Instances of the system node
+group (EKS's ``eks:cluster-name``, no nodepool tag) and of other clusters are never waited for.
+
+Only a stack teardown waits (stack status ``DELETE_IN_PROGRESS``, or ``ROLLBACK_IN_PROGRESS`` when a first
+create fails and everything goes): CloudFormation also sends Delete when an update that created this resource
+rolls back, and then the NodePools stay, and so do their nodes. Waiting for them there would only turn a
+rollback into UPDATE_ROLLBACK_FAILED. When the status cannot be read, it waits (the safe side).
+
+Only boto3 (in the Lambda runtime) and the standard library: no bundling.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.request
+from typing import Any, Callable
+
+import boto3
+
+LOG = logging.getLogger()
+LOG.setLevel(logging.INFO)
+
+# Tags Karpenter 1.14 puts on every instance it launches (pkg/apis/v1/labels.go), and that the controller's
+# IAM policy requires at launch: an instance of this cluster's Karpenter without them cannot exist.
+CLUSTER_NAME_TAG = "eks:eks-cluster-name"
+NODEPOOL_TAG = "karpenter.sh/nodepool"
+# Karpenter's instanceStateFilter: everything but terminated.
+LIVE_STATES = ("pending", "running", "stopping", "stopped", "shutting-down")
+# Stack statuses in which a Delete event means the whole stack goes.
+TEARDOWN_STATUSES = ("DELETE_IN_PROGRESS", "ROLLBACK_IN_PROGRESS")
+
+POLL_SECONDS = 15
+WAIT_SECONDS = 600  # well under the function's timeout (cdk_constructs/karpenter_teardown_guard.py)
+# Left for the last check and the response to CloudFormation when the function's own time runs out first.
+SAFETY_SECONDS = 60
+
+
+def _tags(instance: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t.get("Value", "") for t in instance.get("Tags", [])}
+
+
+def is_karpenter_instance(instance: dict[str, Any], cluster_name: str) -> bool:
+    """Launched by Karpenter for ``cluster_name`` and not terminated."""
+    tags = _tags(instance)
+    return (
+        tags.get(CLUSTER_NAME_TAG) == cluster_name
+        and NODEPOOL_TAG in tags
+        and instance.get("State", {}).get("Name") in LIVE_STATES
+    )
+
+
+def karpenter_instances(ec2, cluster_name: str) -> list[dict[str, Any]]:
+    found = []
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=[
+            {"Name": f"tag:{CLUSTER_NAME_TAG}", "Values": [cluster_name]},
+            {"Name": "tag-key", "Values": [NODEPOOL_TAG]},
+            {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
+        ]
+    )
+    for page in pages:
+        for reservation in page["Reservations"]:
+            found += [i for i in reservation["Instances"] if is_karpenter_instance(i, cluster_name)]
+    return found
+
+
+def describe(instance: dict[str, Any]) -> str:
+    tags = _tags(instance)
+    return (f'{instance["InstanceId"]} ({instance["State"]["Name"]}, {instance.get("InstanceType", "?")}, '
+            f"nodepool {tags.get(NODEPOOL_TAG, '?')})")
+
+
+def wait(
+    ec2,
+    cluster_name: str,
+    *,
+    wait_seconds: float = WAIT_SECONDS,
+    poll_seconds: float = POLL_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """Check until no Karpenter instance of the cluster is left or ``wait_seconds`` have passed."""
+    deadline = clock() + wait_seconds
+    seen: list[str] = []
+    polls = 0
+    while True:
+        polls += 1
+        left = karpenter_instances(ec2, cluster_name)
+        seen += [i["InstanceId"] for i in left if i["InstanceId"] not in seen]
+        if not left or clock() + poll_seconds > deadline:
+            break
+        LOG.info("waiting for Karpenter to terminate %s", [describe(i) for i in left])
+        sleep(poll_seconds)
+    return {"waited_for": seen, "remaining": [describe(i) for i in left], "polls": polls}
+
+
+def stack_status(cloudformation, stack_id: str) -> str | None:
+    try:
+        return cloudformation.describe_stacks(StackName=stack_id)["Stacks"][0]["StackStatus"]
+    except Exception:  # noqa: BLE001 - unknown means "wait", never "skip"
+        LOG.warning("could not read the status of %s; treating the delete as a teardown", stack_id, exc_info=True)
+        return None
+
+
+NOTHING = {"waited_for": [], "remaining": [], "polls": 0}
+
+
+def handle(event: dict[str, Any], ec2, cloudformation, **wait_options) -> dict[str, Any]:
+    """The custom resource's work; raises when Karpenter instances are still there at the deadline."""
+    cluster_name = event.get("ResourceProperties", {}).get("ClusterName", "")
+    if event["RequestType"] != "Delete" or not cluster_name:
+        return dict(NOTHING)
+    status = stack_status(cloudformation, event["StackId"])
+    if status is not None and status not in TEARDOWN_STATUSES:
+        LOG.info("stack is %s, not being torn down: its NodePools stay, nothing to wait for", status)
+        return dict(NOTHING)
+    result = wait(ec2, cluster_name, **wait_options)
+    LOG.info(json.dumps({"cluster": cluster_name, "stack_status": status, **result}))
+    if result["remaining"]:
+        raise RuntimeError(
+            f"Karpenter still has {len(result['remaining'])} instance(s) of cluster {cluster_name} after "
+            f"{result['polls']} checks: {', '.join(result['remaining'])}. The controller stays installed until "
+            "they are gone. If it is still draining them, delete the stack again in a few minutes and this check "
+            "resumes. If `kubectl get nodepools,nodeclaims` still lists them, their delete failed: run "
+            "`kubectl delete nodepools --all`, then delete the stack again."
+        )
+    return result
+
+
+def physical_id(event: dict[str, Any]) -> str:
+    cluster_name = event.get("ResourceProperties", {}).get("ClusterName", "")
+    return event.get("PhysicalResourceId") or f"karpenter-teardown-guard-{cluster_name}"
+
+
+def respond(event: dict[str, Any], status: str, reason: str) -> None:
+    """PUT the result to CloudFormation's pre-signed response URL (custom resource response objects)."""
+    body = json.dumps({
+        "Status": status,
+        "Reason": reason[:3000],
+        "PhysicalResourceId": physical_id(event),
+        "StackId": event["StackId"],
+        "RequestId": event["RequestId"],
+        "LogicalResourceId": event["LogicalResourceId"],
+    }).encode()
+    request = urllib.request.Request(
+        event["ResponseURL"], data=body, method="PUT", headers={"Content-Type": "", "Content-Length": str(len(body))}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - CloudFormation's https URL
+        response.read()
+
+
+def handler(event: dict[str, Any], context) -> None:
+    LOG.info("%s %s", event.get("RequestType"), event.get("ResourceProperties"))
+    try:
+        budget = context.get_remaining_time_in_millis() / 1000 - SAFETY_SECONDS
+        result = handle(event, boto3.client("ec2"), boto3.client("cloudformation"),
+                        wait_seconds=max(0.0, min(WAIT_SECONDS, budget)))
+        status, reason = "SUCCESS", f"no Karpenter instance left (waited for {len(result['waited_for'])})"
+    except Exception as err:  # noqa: BLE001 - CloudFormation must always get an answer
+        LOG.exception("teardown guard failed")
+        status, reason = "FAILED", str(err)
+    respond(event, status, reason)

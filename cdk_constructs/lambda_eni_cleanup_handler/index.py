@@ -1,0 +1,162 @@
+"""Custom resource handler: on Delete, remove the Lambda network interfaces left in one VPC.
+
+Lambda functions attached to a VPC get "Hyperplane" ENIs that the Lambda service owns (interface type
+``lambda``, description ``AWS Lambda VPC ENI-<function>-...``). Lambda detaches and deletes them on its own
+time after the functions are gone: the AWS Lambda team quotes ~35 minutes at P99 (terraform-provider-aws,
+internal/service/ec2, ``deleteLingeringLambdaENIs``, which waits up to 45 minutes for the same reason), and
+sometimes leaves them ``available`` for good (go-to-k/delstack issue #637). An in-use one cannot be detached
+by its account (the attachment belongs to the service); an ``available`` one can be deleted like any other.
+Until they are gone, their subnets and security groups cannot be deleted (DependencyViolation).
+
+On Delete this handler, for the VPC in ``ResourceProperties.VpcId``, deletes every Lambda ENI that is
+``available`` and polls (every ``POLL_SECONDS``, for at most ``WAIT_SECONDS`` and never past the function's
+own timeout) until the in-use ones have been released, deleting each as it turns ``available``. Any other ENI
+is never touched. Create and Update do nothing. If in-use Lambda ENIs remain at the deadline it reports
+FAILED with their ids, so the stack stops before the subnets; running the delete again resumes here.
+
+Only boto3 (in the Lambda runtime) and the standard library: no bundling.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.request
+from typing import Any, Callable
+
+import boto3
+from botocore.exceptions import ClientError
+
+LOG = logging.getLogger()
+LOG.setLevel(logging.INFO)
+
+# How Lambda marks its ENIs: the interface type (EC2 API NetworkInterfaceType enum), the description
+# prefix it writes, and the requester id of the service (the filters terraform-provider-aws uses).
+LAMBDA_INTERFACE_TYPE = "lambda"
+LAMBDA_DESCRIPTION_PREFIX = "AWS Lambda VPC ENI"
+LAMBDA_REQUESTER_MARK = ":awslambda_"
+
+POLL_SECONDS = 15
+WAIT_SECONDS = 600  # well under the function's timeout (cdk_constructs/lambda_eni_cleanup.py)
+# Left for the last sweep and the response to CloudFormation when the function's own time runs out first.
+SAFETY_SECONDS = 60
+
+
+def is_lambda_eni(eni: dict[str, Any]) -> bool:
+    return (
+        eni.get("InterfaceType") == LAMBDA_INTERFACE_TYPE
+        or eni.get("Description", "").startswith(LAMBDA_DESCRIPTION_PREFIX)
+        or LAMBDA_REQUESTER_MARK in eni.get("RequesterId", "")
+    )
+
+
+def lambda_enis(ec2, vpc_id: str) -> list[dict[str, Any]]:
+    """Every Lambda ENI in the VPC (filtered on the server by VPC, classified here)."""
+    found = []
+    pages = ec2.get_paginator("describe_network_interfaces").paginate(
+        Filters=[{"Name": "vpc-id", "Values": [vpc_id]}]
+    )
+    for page in pages:
+        found += [eni for eni in page["NetworkInterfaces"] if is_lambda_eni(eni)]
+    return found
+
+
+def sweep(ec2, vpc_id: str, deleted: list[str]) -> list[dict[str, Any]]:
+    """Delete the available Lambda ENIs of the VPC (appending their ids to ``deleted``); return the rest."""
+    pending = []
+    for eni in lambda_enis(ec2, vpc_id):
+        eni_id = eni["NetworkInterfaceId"]
+        if eni.get("Status") != "available":
+            pending.append(eni)
+            continue
+        try:
+            ec2.delete_network_interface(NetworkInterfaceId=eni_id)
+            deleted.append(eni_id)
+            LOG.info("deleted %s (%s)", eni_id, eni.get("Description", ""))
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "")
+            if code == "InvalidNetworkInterfaceID.NotFound":
+                continue  # Lambda deleted it meanwhile
+            if code == "InvalidNetworkInterface.InUse":
+                pending.append(eni)  # taken again between the describe and the delete
+                continue
+            raise
+    return pending
+
+
+def clean(
+    ec2,
+    vpc_id: str,
+    *,
+    wait_seconds: float = WAIT_SECONDS,
+    poll_seconds: float = POLL_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """Sweep until no Lambda ENI is left in the VPC or ``wait_seconds`` have passed."""
+    deadline = clock() + wait_seconds
+    deleted: list[str] = []
+    polls = 0
+    while True:
+        polls += 1
+        pending = sweep(ec2, vpc_id, deleted)
+        if not pending or clock() + poll_seconds > deadline:
+            break
+        LOG.info("waiting for Lambda to release %s", [e["NetworkInterfaceId"] for e in pending])
+        sleep(poll_seconds)
+    return {
+        "deleted": deleted,
+        "pending": [f'{e["NetworkInterfaceId"]} ({e.get("Status")}, {e.get("Description", "")})' for e in pending],
+        "polls": polls,
+    }
+
+
+def handle(event: dict[str, Any], ec2, **clean_options) -> dict[str, Any]:
+    """The custom resource's work; raises when Lambda ENIs are still in use at the deadline."""
+    vpc_id = event.get("ResourceProperties", {}).get("VpcId", "")
+    if event["RequestType"] != "Delete" or not vpc_id:
+        return {"deleted": [], "pending": [], "polls": 0}
+    result = clean(ec2, vpc_id, **clean_options)
+    LOG.info(json.dumps({"vpc": vpc_id, **result}))
+    if result["pending"]:
+        raise RuntimeError(
+            f"Lambda ENIs in {vpc_id} still in use after {result['polls']} checks: {', '.join(result['pending'])}. "
+            "Lambda releases them on its own (up to ~35 minutes after a function is deleted): delete the stack "
+            "again in a few minutes and this cleanup resumes."
+        )
+    return result
+
+
+def physical_id(event: dict[str, Any]) -> str:
+    vpc_id = event.get("ResourceProperties", {}).get("VpcId", "")
+    return event.get("PhysicalResourceId") or f"lambda-eni-cleanup-{vpc_id}"
+
+
+def respond(event: dict[str, Any], status: str, reason: str) -> None:
+    """PUT the result to CloudFormation's pre-signed response URL (custom resource response objects)."""
+    body = json.dumps({
+        "Status": status,
+        "Reason": reason[:3000],
+        "PhysicalResourceId": physical_id(event),
+        "StackId": event["StackId"],
+        "RequestId": event["RequestId"],
+        "LogicalResourceId": event["LogicalResourceId"],
+    }).encode()
+    request = urllib.request.Request(
+        event["ResponseURL"], data=body, method="PUT", headers={"Content-Type": "", "Content-Length": str(len(body))}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - CloudFormation's https URL
+        response.read()
+
+
+def handler(event: dict[str, Any], context) -> None:
+    LOG.info("%s %s", event.get("RequestType"), event.get("ResourceProperties"))
+    try:
+        budget = context.get_remaining_time_in_millis() / 1000 - SAFETY_SECONDS
+        result = handle(event, boto3.client("ec2"), wait_seconds=max(0.0, min(WAIT_SECONDS, budget)))
+        status, reason = "SUCCESS", f"deleted {len(result['deleted'])} Lambda ENI(s)"
+    except Exception as err:  # noqa: BLE001 - CloudFormation must always get an answer
+        LOG.exception("cleanup failed")
+        status, reason = "FAILED", str(err)
+    respond(event, status, reason)

@@ -1,0 +1,265 @@
+"""The teardown ENI cleanup's handler, the file the Lambda ships, run against moto's EC2.
+
+A VPC holds what a `cdk destroy` leaves behind: Lambda ENIs already ``available`` (deleted at once), one still
+``in-use`` that Lambda releases only after a few polls (deleted once it turns ``available``, never before), and
+ENIs that are not Lambda's or not in this VPC (never touched). Lambda's in-use Hyperplane ENIs are played by an
+ENI attached to an instance; "Lambda releases it" is a real DetachNetworkInterface on moto between two polls,
+made from the handler's poll hook (``sleep``), which also advances the handler's clock.
+
+moto deletes an in-use ENI without complaint (real EC2 answers InvalidNetworkInterface.InUse), so the tests
+check the in-use one still exists at every poll before its release, not merely that it is gone at the end.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ec2.models import ec2_backends
+
+from cdk_constructs.lambda_eni_cleanup import HANDLER_DIR
+
+REGION = "eu-west-1"
+MOTO_AMI = "ami-12c6146b"  # one of moto's built-in AMIs (moto/ec2/resources/amis.json.gz)
+LAMBDA_DESCRIPTION = "AWS Lambda VPC ENI-dynamic-factory-cluster-ClusterKubectlProviderHandl-4f1c2a9e"
+
+
+def _load_handler():
+    """The handler as Lambda loads it: index.py of the asset directory, not a copy."""
+    spec = importlib.util.spec_from_file_location("lambda_eni_cleanup_index", HANDLER_DIR / "index.py")
+    module = importlib.util.module_from_spec(spec)
+    dont_write = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # keep __pycache__ out of the asset directory
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = dont_write
+    return module
+
+
+index = _load_handler()
+
+
+class Vpcs:
+    """Two VPCs with the ENIs a teardown may find; ids by role."""
+
+    def __init__(self, ec2):
+        self.ec2 = ec2
+        self.vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        self.subnets = [
+            ec2.create_subnet(VpcId=self.vpc, CidrBlock=f"10.0.{i}.0/24")["Subnet"]["SubnetId"] for i in (1, 2)
+        ]
+        self.other_vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
+        other_subnet = ec2.create_subnet(VpcId=self.other_vpc, CidrBlock="10.1.1.0/24")["Subnet"]["SubnetId"]
+
+        # Lambda's, available: by description, and by interface type alone (how EC2 types Hyperplane ENIs).
+        self.available = [self._eni(self.subnets[0], LAMBDA_DESCRIPTION), self._eni(self.subnets[1], "")]
+        self._backend().enis[self.available[1]].interface_type = "lambda"
+        # Lambda's, still in use (attached) until the test releases it.
+        self.in_use = self._eni(self.subnets[1], LAMBDA_DESCRIPTION)
+        instance = ec2.run_instances(ImageId=MOTO_AMI, MinCount=1, MaxCount=1, SubnetId=self.subnets[0])
+        self.instance = instance["Instances"][0]["InstanceId"]
+        self.attachment = ec2.attach_network_interface(
+            NetworkInterfaceId=self.in_use, InstanceId=self.instance, DeviceIndex=1
+        )["AttachmentId"]
+        # Not Lambda's: an available ENI of something else, and the instance's own (in use).
+        self.not_lambda = [
+            self._eni(self.subnets[0], "Amazon EKS dynamic-factory"),
+            *self._enis_of_instance(exclude=self.in_use),
+        ]
+        # Lambda's, available, in another VPC.
+        self.elsewhere = self._eni(other_subnet, LAMBDA_DESCRIPTION)
+
+    def _backend(self):
+        return ec2_backends[DEFAULT_ACCOUNT_ID][REGION]
+
+    def _eni(self, subnet: str, description: str) -> str:
+        return self.ec2.create_network_interface(SubnetId=subnet, Description=description)["NetworkInterface"][
+            "NetworkInterfaceId"
+        ]
+
+    def _enis_of_instance(self, exclude: str) -> list[str]:
+        enis = self.ec2.describe_network_interfaces(
+            Filters=[{"Name": "attachment.instance-id", "Values": [self.instance]}]
+        )["NetworkInterfaces"]
+        return [e["NetworkInterfaceId"] for e in enis if e["NetworkInterfaceId"] != exclude]
+
+    def release(self) -> None:
+        """What Lambda does eventually: detach its ENI, which turns ``available``."""
+        self.ec2.detach_network_interface(AttachmentId=self.attachment)
+
+    def lambda_deletes_it(self) -> None:
+        """What Lambda does at other times: detach and delete the ENI itself."""
+        self.release()
+        self.ec2.delete_network_interface(NetworkInterfaceId=self.in_use)
+
+    def existing(self) -> set[str]:
+        return {e["NetworkInterfaceId"] for e in self.ec2.describe_network_interfaces()["NetworkInterfaces"]}
+
+
+class Clock:
+    """The handler's clock and poll hook: each poll interval passes instantly; ``on_poll`` runs between polls."""
+
+    def __init__(self, on_poll=lambda n: None):
+        self.now = 1000.0
+        self.sleeps = 0
+        self.on_poll = on_poll
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        self.now += seconds
+        self.on_poll(self.sleeps)
+
+
+def _event(request_type: str, vpc_id: str, **extra) -> dict:
+    return {
+        "RequestType": request_type,
+        "ResourceProperties": {"ServiceToken": "arn:aws:lambda:eu-west-1:123456789012:function:x", "VpcId": vpc_id},
+        "StackId": "arn:aws:cloudformation:eu-west-1:123456789012:stack/dynamic-factory-network/1",
+        "RequestId": "req-1",
+        "LogicalResourceId": "LambdaEniCleanupDF3E2491",
+        "ResourceType": "Custom::LambdaEniCleanup",
+        **extra,
+    }
+
+
+@pytest.fixture
+def vpcs(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with mock_aws():
+        yield Vpcs(boto3.client("ec2", region_name=REGION))
+
+
+def test_delete_removes_available_lambda_enis_and_waits_for_the_in_use_one(vpcs):
+    seen_at_poll = []
+
+    def lambda_releases_after_three_polls(poll: int) -> None:
+        seen_at_poll.append(vpcs.in_use in vpcs.existing())
+        if poll == 3:
+            vpcs.release()
+
+    clock = Clock(lambda_releases_after_three_polls)
+    result = index.handle(_event("Delete", vpcs.vpc), vpcs.ec2, sleep=clock.sleep, clock=clock)
+
+    assert sorted(result["deleted"]) == sorted([*vpcs.available, vpcs.in_use])
+    assert result["deleted"][-1] == vpcs.in_use  # only once released
+    assert result["pending"] == [] and result["polls"] == 4
+    assert seen_at_poll == [True, True, True]  # kept while in use
+    left = vpcs.existing()
+    assert set(vpcs.not_lambda) | {vpcs.elsewhere} <= left
+    assert not (set(vpcs.available) | {vpcs.in_use}) & left
+
+
+def test_delete_is_done_when_lambda_deletes_the_in_use_one_itself(vpcs):
+    clock = Clock(lambda poll: vpcs.lambda_deletes_it() if poll == 2 else None)
+    result = index.handle(_event("Delete", vpcs.vpc), vpcs.ec2, sleep=clock.sleep, clock=clock)
+    assert sorted(result["deleted"]) == sorted(vpcs.available)
+    assert result["pending"] == [] and result["polls"] == 3
+    left = vpcs.existing()
+    assert vpcs.in_use not in left and set(vpcs.not_lambda) | {vpcs.elsewhere} <= left
+
+
+def test_delete_gives_up_at_the_deadline_and_names_what_is_left(vpcs):
+    clock = Clock()
+    with pytest.raises(RuntimeError) as err:
+        index.handle(_event("Delete", vpcs.vpc), vpcs.ec2, wait_seconds=60, poll_seconds=15,
+                     sleep=clock.sleep, clock=clock)
+    message = str(err.value)
+    assert vpcs.in_use in message and "in-use" in message and "delete the stack again" in message
+    assert clock.sleeps == 4 and clock.now - 1000.0 == 60  # polled at 0, 15, 30, 45, 60 s, then stopped
+    left = vpcs.existing()
+    assert vpcs.in_use in left  # never deleted while in use
+    assert not set(vpcs.available) & left  # what could go, went
+    assert set(vpcs.not_lambda) | {vpcs.elsewhere} <= left
+
+
+@pytest.mark.parametrize("request_type", ["Create", "Update"])
+def test_create_and_update_do_nothing(vpcs, request_type):
+    before = vpcs.existing()
+    clock = Clock()
+    result = index.handle(_event(request_type, vpcs.vpc), vpcs.ec2, sleep=clock.sleep, clock=clock)
+    assert result == {"deleted": [], "pending": [], "polls": 0}
+    assert vpcs.existing() == before and clock.sleeps == 0
+
+
+def test_only_lambdas_enis_are_recognised():
+    lambda_like = [
+        {"InterfaceType": "lambda", "Description": ""},
+        {"InterfaceType": "interface", "Description": "AWS Lambda VPC ENI-fn-1234"},
+        {"InterfaceType": "interface", "RequesterId": "123456789012:awslambda_0123456789", "Description": ""},
+    ]
+    others = [
+        {"InterfaceType": "interface", "Description": "Primary network interface"},
+        {"InterfaceType": "vpc_endpoint", "Description": "VPC Endpoint Interface vpce-1"},
+        {"InterfaceType": "interface", "Description": "Amazon EKS dynamic-factory"},
+        {"InterfaceType": "interface", "Description": "aws-K8S-i-0123 (Cilium ENI)"},
+        {"InterfaceType": "nat_gateway", "Description": "Interface for NAT Gateway nat-1"},
+        {"InterfaceType": "interface", "Description": "my AWS Lambda VPC ENI notes"},  # prefix, not substring
+    ]
+    assert all(index.is_lambda_eni(e) for e in lambda_like)
+    assert not any(index.is_lambda_eni(e) for e in others)
+
+
+class _ResponseCatcher(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_PUT(self):  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append({"content_type": self.headers.get("Content-Type"), **json.loads(body)})
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def response_url():
+    _ResponseCatcher.received = []
+    server = HTTPServer(("127.0.0.1", 0), _ResponseCatcher)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/response", _ResponseCatcher.received
+    server.shutdown()
+    server.server_close()
+
+
+class _Context:
+    def __init__(self, remaining_ms: int):
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def test_the_lambda_entry_point_answers_cloudformation(vpcs, response_url):
+    """handler(): boto3's default client (moto), the real PUT of the response; SUCCESS, then FAILED when an
+    ENI is still in use and no time is left to wait (remaining time = the safety margin)."""
+    url, received = response_url
+    index.handler(_event("Create", vpcs.vpc, ResponseURL=url), _Context(720_000))
+    physical = f"lambda-eni-cleanup-{vpcs.vpc}"
+    assert received[-1]["Status"] == "SUCCESS" and received[-1]["PhysicalResourceId"] == physical
+    assert received[-1]["content_type"] == ""  # the pre-signed URL is signed without one
+
+    index.handler(_event("Delete", vpcs.vpc, ResponseURL=url, PhysicalResourceId=physical),
+                  _Context(index.SAFETY_SECONDS * 1000))
+    failed = received[-1]
+    assert failed["Status"] == "FAILED" and vpcs.in_use in failed["Reason"]
+    assert (failed["RequestId"], failed["LogicalResourceId"]) == ("req-1", "LambdaEniCleanupDF3E2491")
+    assert failed["PhysicalResourceId"] == physical
+    assert not set(vpcs.available) & vpcs.existing()
+
+    vpcs.release()
+    index.handler(_event("Delete", vpcs.vpc, ResponseURL=url, PhysicalResourceId=physical), _Context(720_000))
+    assert received[-1]["Status"] == "SUCCESS" and "deleted 1 Lambda ENI" in received[-1]["Reason"]
+    assert vpcs.in_use not in vpcs.existing() and vpcs.elsewhere in vpcs.existing()
