@@ -17,9 +17,15 @@ DEFAULT_KUBERNETES_VERSION = "1.35"
 # kubectl the validation runner downloads (checksum-verified), matching each Kubernetes version.
 KUBECTL_VERSIONS: dict[str, str] = {"1.35": "1.35.2", "1.36": "1.36.0"}
 
-AWS_CDK_LIB = "2.275.0"
+# Held at 2.273.0, the last release that writes cloud-assembly schema 54: the delivery pipeline publishes
+# assets with the separate `cdk-assets` tool, whose newest release (CDK_ASSETS) reads schema 54 at most and
+# refuses the 55 that aws-cdk-lib 2.274+ writes. Move both together (tests/unit/test_pipeline.py runs the
+# pinned cdk-assets over the synthesized asset manifests).
+AWS_CDK_LIB = "2.273.0"
 CONSTRUCTS = "10.8.1"
 CDK_CLI = "2.1148.1"
+# The asset publisher CDK Pipelines installs in its asset steps (its own version line, pinned in package.json).
+CDK_ASSETS = "4.7.3"
 
 # Helm charts installed into the cluster.
 CILIUM_CHART_REPO = "https://helm.cilium.io/"

@@ -28,7 +28,7 @@ def pinned_chart(
     repository, version = versions.HELM_CHARTS[chart]
     if repository.startswith("oci://"):
         # The kubectl handler runs `helm pull <Repository> --version <v>` for OCI sources and ignores
-        # `Chart` (aws-cdk-lib 2.275.0, aws-eks-v2 kubectl handler helm/__init__.py, get_oci_cmd): the
+        # `Chart` (aws-cdk-lib 2.273.0, aws-eks-v2 kubectl handler helm/__init__.py, get_oci_cmd): the
         # repository must name the chart itself, as helm's OCI references do.
         repository = f"{repository.rstrip('/')}/{chart}"
     return eks.HelmChart(

@@ -1,6 +1,6 @@
 """A custom resource that holds the Karpenter controller back on teardown until Karpenter's instances are gone.
 
-CDK's kubectl handler swallows delete errors (aws-cdk-lib 2.275.0, ``apply/__init__.py``: Delete runs
+CDK's kubectl handler swallows delete errors (aws-cdk-lib 2.273.0, ``apply/__init__.py``: Delete runs
 ``kubectl delete -f`` and only logs an exception), so a failed NodePools delete looks like a success, and
 CloudFormation goes on to uninstall the controller that should have drained and terminated their nodes. The
 instances would keep running, unmanaged, and hold on to the subnets. This resource sits between the two: it

@@ -6,12 +6,16 @@ deleted and the stack ends in DELETE_FAILED. This resource DependsOn the subnets
 ``before``, so CloudFormation deletes it first: its Delete waits (bounded) for Lambda to release the ENIs and
 deletes them (cdk_constructs/lambda_eni_cleanup_handler/index.py). Create and Update do nothing.
 
-The handler runs outside the VPC on purpose (it only calls the EC2 API, and inside it would leave ENIs of its
-own in the subnets it clears). It may describe every ENI of the region (DescribeNetworkInterfaces supports no
-resource scoping) and delete only network interfaces of this VPC (``ec2:Vpc``, which exists for
-DeleteNetworkInterface on network-interface in the Service Authorization Reference); its only other right is
-writing its own encrypted log group. The policy is inline in the role, so it lives exactly as long as the
-function: a separate policy could be deleted before the Delete event runs.
+Only a stack teardown cleans: CloudFormation also sends Delete when an update that added this resource rolls
+back, and then the subnets and the kubectl handlers stay (the handler reads its stack's status to tell).
+
+The handler runs outside the VPC on purpose (it only calls the EC2 and CloudFormation APIs, and inside it would
+leave ENIs of its own in the subnets it clears). It may describe every ENI of the region
+(DescribeNetworkInterfaces supports no resource scoping) and delete only network interfaces of this VPC
+(``ec2:Vpc``, which exists for DeleteNetworkInterface on network-interface in the Service Authorization
+Reference); its only other rights are reading its own stack's status (to tell a teardown from an update
+rollback) and writing its own encrypted log group. The policy is inline in the role, so it lives exactly as
+long as the function: a separate policy could be deleted before the Delete event runs.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ TIMEOUT = cdk.Duration.minutes(12)
 SERVICE_TIMEOUT = cdk.Duration.minutes(15)
 DESCRIBE_SID = "DescribeNetworkInterfaces"
 DELETE_SID = "DeleteLambdaEnisOfThisVpc"
+STACK_STATUS_SID = "ReadOwnStackStatus"
 
 
 class LambdaEniCleanup(Construct):
@@ -84,6 +89,11 @@ class LambdaEniCleanup(Construct):
                                 )
                             ],
                             conditions={"ArnEquals": {"ec2:Vpc": vpc.vpc_arn}},
+                        ),
+                        iam.PolicyStatement(
+                            sid=STACK_STATUS_SID,
+                            actions=["cloudformation:DescribeStacks"],
+                            resources=[stack.stack_id],
                         ),
                         iam.PolicyStatement(
                             sid="WriteOwnLogs",

@@ -139,7 +139,7 @@ class ClusterStack(cdk.Stack):
                 # The handler runs inside the VPC so it works with a private-only endpoint.
                 private_subnets=vpc.select_subnets(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS).subnets,
                 # Its own group, not the cluster's (aws_eks_v2 KubectlProvider's default when none is given,
-                # aws-cdk-lib 2.275.0 kubectl-provider.ts): Lambda releases the ENIs long after the functions are
+                # aws-cdk-lib 2.273.0 kubectl-provider.ts): Lambda releases the ENIs long after the functions are
                 # deleted, which would block deleting the cluster group. (`security_group` is the deprecated form.)
                 security_groups=[kubectl_security_group] if kubectl_security_group else None,
             ),
@@ -221,7 +221,7 @@ class ClusterStack(cdk.Stack):
         )
         provider = self.cluster.kubectl_provider
         functions = [c for c in provider.node.find_all() if isinstance(c, lambda_.CfnFunction)] if provider else []
-        if len(functions) != 2:  # Handler and Provider/framework-onEvent (aws-cdk-lib 2.275.0)
+        if len(functions) != 2:  # Handler and Provider/framework-onEvent (aws-cdk-lib 2.273.0)
             raise RuntimeError(f"expected the two kubectl provider functions, found {[f.node.path for f in functions]}")
         for function in functions:
             function.node.add_dependency(ingress)

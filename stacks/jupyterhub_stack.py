@@ -103,7 +103,7 @@ class JupyterHubStack(cdk.Stack):
         # stack deletes the namespace after the release, and with it the notebook pods KubeSpawner started and
         # the home claims, whose volumes are kept or deleted by the StorageClass.
         # overwrite: the namespace exists already (the Ray stack made it), and the kubectl handler would `kubectl
-        # create` it and fail; with overwrite it applies (aws-cdk-lib 2.275.0 kubectl handler, apply/__init__.py).
+        # create` it and fail; with overwrite it applies (aws-cdk-lib 2.273.0 kubectl handler, apply/__init__.py).
         self.namespace = eks.KubernetesManifest(
             self, "Namespace", cluster=cluster, manifest=[jh.namespace_manifest()], overwrite=True
         )

@@ -108,7 +108,7 @@ class KarpenterStack(cdk.Stack):
             chart="karpenter",
             namespace=NAMESPACE,
             # The CRDs belong to the karpenter-crd release, so upgrades update them. (The kubectl handler of
-            # aws-cdk-lib 2.275.0 does not pass --skip-crds on; Helm leaves existing CRDs alone anyway.)
+            # aws-cdk-lib 2.273.0 does not pass --skip-crds on; Helm leaves existing CRDs alone anyway.)
             skip_crds=True,
             values=karpenter_values(cluster_name=cluster_name, queue_name=self.interruption.queue_name),
             wait=True,

@@ -46,13 +46,12 @@ SYNTH_COMMANDS = ("make test", CLI_CHECK, "npx cdk synth --quiet")
 BUILD_IMAGE = codebuild.LinuxBuildImage.STANDARD_7_0
 NODE_RUNTIME = validation_runner.NODE_RUNTIME
 PYTHON_RUNTIME = versions.RAY_PYTHON_VERSION  # the suite (and the job it runs locally) needs the cluster's Python
-# CDK Pipelines (aws-cdk-lib 2.275.0, pipelines/lib/codepipeline/codepipeline.ts) installs the CLI for
+# CDK Pipelines (aws-cdk-lib 2.273.0, pipelines/lib/codepipeline/codepipeline.ts) installs the CLI for
 # self-mutation as `npm install -g aws-cdk@<cliVersion>` (default "2": whatever is newest) and publishes
 # assets with the separate `cdk-assets` package, `npm install -g cdk-assets@<cdkAssetsCliVersion>` (default
-# "latest"). Both are pinned. cdk-assets has its own version line; this is the newest release on npm.
-# NOTE: cdk-assets 4.7.3 reads cloud assembly schema 54 at most, and aws-cdk-lib 2.275.0 writes 55
-# ("Cloud assembly schema version mismatch"): bump this to the first release that reads 55.
-CDK_ASSETS_CLI = "4.7.3"
+# "latest"). Both are pinned, to package.json's versions. cdk-assets reads cloud-assembly schema 54 at most,
+# which is why aws-cdk-lib is held at 2.273.0 (versions.py).
+CDK_ASSETS_CLI = versions.CDK_ASSETS
 # How long the validation step waits for the runner (seconds): inside the step's 60-minute timeout, so the
 # step ends with its own message; the runner itself stops after 45 minutes.
 VALIDATION_WAIT_SECONDS = 55 * 60
@@ -179,7 +178,7 @@ class PipelineStack(cdk.Stack):
             docker_enabled_for_synth=False,
             # Merged into every project CDK Pipelines makes (synth, self-mutation, assets, the validation
             # steps): the image and the Node.js / Python versions asked for in its install phase
-            # (pipelines/lib/codepipeline/codepipeline.ts, codeBuildDefaultsFor, aws-cdk-lib 2.275.0).
+            # (pipelines/lib/codepipeline/codepipeline.ts, codeBuildDefaultsFor, aws-cdk-lib 2.273.0).
             code_build_defaults=pipelines.CodeBuildOptions(
                 build_environment=codebuild.BuildEnvironment(
                     build_image=BUILD_IMAGE,

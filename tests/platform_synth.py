@@ -65,13 +65,7 @@ def synth_platform(outdir: Path, overrides: Mapping[str, Any] | None = None) -> 
     # The CDK CLI turns on construct-path metadata; tests map findings back to constructs with it.
     context["aws:cdk:enable-path-metadata"] = True
     cfg = config_mod.build_config(context.pop(config_mod.CONTEXT_KEY), overrides or {})
-    app = cdk.App(
-        outdir=str(outdir),
-        context=context,
-        # The built-in CloudFormation validation costs seconds and memory per synth;
-        # cfn-lint (tests/policy) covers the same ground. `cdk synth` keeps it on.
-        builtin_cloud_formation_validation=False,
-    )
+    app = cdk.App(outdir=str(outdir), context=context)
     stage = PlatformStage(app, "DynamicFactory", config=cfg)
     _synth(app, outdir)
     return SynthesizedPlatform(config=cfg, stage=stage, outdir=outdir)
@@ -136,7 +130,7 @@ def synth_pipeline(outdir: Path, overrides: Mapping[str, Any] | None = None) -> 
     context["aws:cdk:enable-path-metadata"] = True
     context.update(PIPELINE_OVERRIDES)
     context.update(overrides or {})
-    app = cdk.App(outdir=str(outdir), context=context, builtin_cloud_formation_validation=False)
+    app = cdk.App(outdir=str(outdir), context=context)
     stage, pipeline = app_module.build_app(app)
     _synth(app, outdir)
     return SynthesizedPipeline(app_stage=stage, pipeline=pipeline, outdir=outdir)

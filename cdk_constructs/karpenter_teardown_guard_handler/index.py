@@ -1,6 +1,6 @@
 """Custom resource handler: on Delete, wait until Karpenter has terminated every instance it launched.
 
-CDK's kubectl handler (aws-cdk-lib 2.275.0, ``apply/__init__.py``) runs ``kubectl delete -f`` on Delete and
+CDK's kubectl handler (aws-cdk-lib 2.273.0, ``apply/__init__.py``) runs ``kubectl delete -f`` on Delete and
 only logs what fails, so a NodePools resource can be "deleted" while its NodePools, NodeClaims and nodes are
 still there. The next resources to go are the Karpenter controller, its credentials and the nodes' access
 entry: with them gone nothing terminates those instances, which keep running (and billing) and hold on to the

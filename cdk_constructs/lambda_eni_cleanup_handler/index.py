@@ -14,6 +14,12 @@ own timeout) until the in-use ones have been released, deleting each as it turns
 is never touched. Create and Update do nothing. If in-use Lambda ENIs remain at the deadline it reports
 FAILED with their ids, so the stack stops before the subnets; running the delete again resumes here.
 
+Only a stack teardown cleans (stack status ``DELETE_IN_PROGRESS``, or ``ROLLBACK_IN_PROGRESS`` when a first
+create fails and everything goes): CloudFormation also sends Delete when an update that created this resource
+rolls back, and then the subnets stay, and so do the kubectl handler functions whose ENIs are in use. Waiting
+for those would only turn a rollback into UPDATE_ROLLBACK_FAILED, and their ENIs are not in anyone's way. When
+the status cannot be read, it cleans (the safe side).
+
 Only boto3 (in the Lambda runtime) and the standard library: no bundling.
 """
 
@@ -36,6 +42,8 @@ LOG.setLevel(logging.INFO)
 LAMBDA_INTERFACE_TYPE = "lambda"
 LAMBDA_DESCRIPTION_PREFIX = "AWS Lambda VPC ENI"
 LAMBDA_REQUESTER_MARK = ":awslambda_"
+# Stack statuses in which a Delete event means the whole stack goes.
+TEARDOWN_STATUSES = ("DELETE_IN_PROGRESS", "ROLLBACK_IN_PROGRESS")
 
 POLL_SECONDS = 15
 WAIT_SECONDS = 600  # well under the function's timeout (cdk_constructs/lambda_eni_cleanup.py)
@@ -112,13 +120,28 @@ def clean(
     }
 
 
-def handle(event: dict[str, Any], ec2, **clean_options) -> dict[str, Any]:
+def stack_status(cloudformation, stack_id: str) -> str | None:
+    try:
+        return cloudformation.describe_stacks(StackName=stack_id)["Stacks"][0]["StackStatus"]
+    except Exception:  # noqa: BLE001 - unknown means "clean", never "skip"
+        LOG.warning("could not read the status of %s; treating the delete as a teardown", stack_id, exc_info=True)
+        return None
+
+
+NOTHING = {"deleted": [], "pending": [], "polls": 0}
+
+
+def handle(event: dict[str, Any], ec2, cloudformation, **clean_options) -> dict[str, Any]:
     """The custom resource's work; raises when Lambda ENIs are still in use at the deadline."""
     vpc_id = event.get("ResourceProperties", {}).get("VpcId", "")
     if event["RequestType"] != "Delete" or not vpc_id:
-        return {"deleted": [], "pending": [], "polls": 0}
+        return dict(NOTHING)
+    status = stack_status(cloudformation, event["StackId"])
+    if status is not None and status not in TEARDOWN_STATUSES:
+        LOG.info("stack is %s, not being torn down: its subnets and functions stay, nothing to clean", status)
+        return dict(NOTHING)
     result = clean(ec2, vpc_id, **clean_options)
-    LOG.info(json.dumps({"vpc": vpc_id, **result}))
+    LOG.info(json.dumps({"vpc": vpc_id, "stack_status": status, **result}))
     if result["pending"]:
         raise RuntimeError(
             f"Lambda ENIs in {vpc_id} still in use after {result['polls']} checks: {', '.join(result['pending'])}. "
@@ -154,7 +177,8 @@ def handler(event: dict[str, Any], context) -> None:
     LOG.info("%s %s", event.get("RequestType"), event.get("ResourceProperties"))
     try:
         budget = context.get_remaining_time_in_millis() / 1000 - SAFETY_SECONDS
-        result = handle(event, boto3.client("ec2"), wait_seconds=max(0.0, min(WAIT_SECONDS, budget)))
+        result = handle(event, boto3.client("ec2"), boto3.client("cloudformation"),
+                        wait_seconds=max(0.0, min(WAIT_SECONDS, budget)))
         status, reason = "SUCCESS", f"deleted {len(result['deleted'])} Lambda ENI(s)"
     except Exception as err:  # noqa: BLE001 - CloudFormation must always get an answer
         LOG.exception("cleanup failed")

@@ -108,7 +108,7 @@ NON_MATCHING_EVENTS = [
 @pytest.fixture(scope="module")
 def synthesized() -> dict:
     """Queue name and rule patterns as they appear in the synthesized CloudFormation template."""
-    app = cdk.App(builtin_cloud_formation_validation=False)
+    app = cdk.App()
     stack = cdk.Stack(app, "InterruptionBehaviour")
     KarpenterInterruptionQueue(stack, "Interruption", queue_name=QUEUE_NAME)
     resources = Template.from_stack(stack).to_json()["Resources"]

@@ -8,6 +8,11 @@ made from the handler's poll hook (``sleep``), which also advances the handler's
 
 moto deletes an in-use ENI without complaint (real EC2 answers InvalidNetworkInterface.InUse), so the tests
 check the in-use one still exists at every poll before its release, not merely that it is gone at the end.
+
+The stack status comes from a real boto3 CloudFormation client answered by botocore's Stubber (moto's
+CloudFormation needs an extra this suite does not install); the Stubber checks the request against the API.
+Only a teardown (or a status it cannot read) cleans: an update rollback that deletes the resource leaves the
+VPC's ENIs alone.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import boto3
 import pytest
+from botocore.stub import Stubber
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ec2.models import ec2_backends
@@ -29,6 +35,7 @@ from cdk_constructs.lambda_eni_cleanup import HANDLER_DIR
 REGION = "eu-west-1"
 MOTO_AMI = "ami-12c6146b"  # one of moto's built-in AMIs (moto/ec2/resources/amis.json.gz)
 LAMBDA_DESCRIPTION = "AWS Lambda VPC ENI-dynamic-factory-cluster-ClusterKubectlProviderHandl-4f1c2a9e"
+STACK_ID = "arn:aws:cloudformation:eu-west-1:123456789012:stack/dynamic-factory-network/1"
 
 
 def _load_handler():
@@ -121,11 +128,31 @@ class Clock:
         self.on_poll(self.sleeps)
 
 
+def cloudformation(status: str | None = "DELETE_IN_PROGRESS", calls: int = 1):
+    """A real CloudFormation client whose DescribeStacks answers ``status`` (None: access denied)."""
+    client = boto3.client("cloudformation", region_name=REGION)
+    stubber = Stubber(client)
+    for _ in range(calls):
+        if status is None:
+            stubber.add_client_error("describe_stacks", "AccessDenied", "not authorized", 403,
+                                     expected_params={"StackName": STACK_ID})
+        else:
+            stubber.add_response(
+                "describe_stacks",
+                {"Stacks": [{"StackId": STACK_ID, "StackName": "dynamic-factory-network",
+                             "CreationTime": "2026-01-01T00:00:00Z", "StackStatus": status}]},
+                expected_params={"StackName": STACK_ID},
+            )
+    stubber.activate()
+    client.stubber = stubber  # for assert_no_pending_responses()
+    return client
+
+
 def _event(request_type: str, vpc_id: str, **extra) -> dict:
     return {
         "RequestType": request_type,
         "ResourceProperties": {"ServiceToken": "arn:aws:lambda:eu-west-1:123456789012:function:x", "VpcId": vpc_id},
-        "StackId": "arn:aws:cloudformation:eu-west-1:123456789012:stack/dynamic-factory-network/1",
+        "StackId": STACK_ID,
         "RequestId": "req-1",
         "LogicalResourceId": "LambdaEniCleanupDF3E2491",
         "ResourceType": "Custom::LambdaEniCleanup",
@@ -149,7 +176,7 @@ def test_delete_removes_available_lambda_enis_and_waits_for_the_in_use_one(vpcs)
             vpcs.release()
 
     clock = Clock(lambda_releases_after_three_polls)
-    result = index.handle(_event("Delete", vpcs.vpc), vpcs.ec2, sleep=clock.sleep, clock=clock)
+    result = index.handle(_event("Delete", vpcs.vpc), vpcs.ec2, cloudformation(), sleep=clock.sleep, clock=clock)
 
     assert sorted(result["deleted"]) == sorted([*vpcs.available, vpcs.in_use])
     assert result["deleted"][-1] == vpcs.in_use  # only once released
@@ -162,7 +189,7 @@ def test_delete_removes_available_lambda_enis_and_waits_for_the_in_use_one(vpcs)
 
 def test_delete_is_done_when_lambda_deletes_the_in_use_one_itself(vpcs):
     clock = Clock(lambda poll: vpcs.lambda_deletes_it() if poll == 2 else None)
-    result = index.handle(_event("Delete", vpcs.vpc), vpcs.ec2, sleep=clock.sleep, clock=clock)
+    result = index.handle(_event("Delete", vpcs.vpc), vpcs.ec2, cloudformation(), sleep=clock.sleep, clock=clock)
     assert sorted(result["deleted"]) == sorted(vpcs.available)
     assert result["pending"] == [] and result["polls"] == 3
     left = vpcs.existing()
@@ -172,7 +199,7 @@ def test_delete_is_done_when_lambda_deletes_the_in_use_one_itself(vpcs):
 def test_delete_gives_up_at_the_deadline_and_names_what_is_left(vpcs):
     clock = Clock()
     with pytest.raises(RuntimeError) as err:
-        index.handle(_event("Delete", vpcs.vpc), vpcs.ec2, wait_seconds=60, poll_seconds=15,
+        index.handle(_event("Delete", vpcs.vpc), vpcs.ec2, cloudformation(), wait_seconds=60, poll_seconds=15,
                      sleep=clock.sleep, clock=clock)
     message = str(err.value)
     assert vpcs.in_use in message and "in-use" in message and "delete the stack again" in message
@@ -187,9 +214,39 @@ def test_delete_gives_up_at_the_deadline_and_names_what_is_left(vpcs):
 def test_create_and_update_do_nothing(vpcs, request_type):
     before = vpcs.existing()
     clock = Clock()
-    result = index.handle(_event(request_type, vpcs.vpc), vpcs.ec2, sleep=clock.sleep, clock=clock)
+    stack = cloudformation(calls=0)  # not even the stack status is read
+    result = index.handle(_event(request_type, vpcs.vpc), vpcs.ec2, stack, sleep=clock.sleep, clock=clock)
     assert result == {"deleted": [], "pending": [], "polls": 0}
     assert vpcs.existing() == before and clock.sleeps == 0
+
+
+@pytest.mark.parametrize("status", ["UPDATE_ROLLBACK_IN_PROGRESS", "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS",
+                                    "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS"])
+def test_a_delete_that_is_not_a_teardown_touches_no_eni(vpcs, status):
+    """An update that added the cleanup and then rolled back deletes it while the subnets, and the kubectl
+    handlers whose ENIs are in use, stay: waiting for those would only turn the rollback into
+    UPDATE_ROLLBACK_FAILED."""
+    before = vpcs.existing()
+    clock = Clock()
+    stack = cloudformation(status)
+    result = index.handle(_event("Delete", vpcs.vpc), vpcs.ec2, stack, sleep=clock.sleep, clock=clock)
+    assert result == {"deleted": [], "pending": [], "polls": 0} and clock.sleeps == 0
+    assert vpcs.existing() == before  # not even the available Lambda ENIs
+    stack.stubber.assert_no_pending_responses()  # it did read the status
+
+
+@pytest.mark.parametrize("status", ["DELETE_IN_PROGRESS", "ROLLBACK_IN_PROGRESS", None])
+def test_a_teardown_or_an_unknown_status_cleans(vpcs, status):
+    """Stack delete, a failed first create rolling everything back, or a status it cannot read: it cleans."""
+    clock = Clock()
+    stack = cloudformation(status)
+    with pytest.raises(RuntimeError):
+        index.handle(_event("Delete", vpcs.vpc), vpcs.ec2, stack, wait_seconds=30, poll_seconds=15,
+                     sleep=clock.sleep, clock=clock)
+    assert clock.sleeps == 2
+    left = vpcs.existing()
+    assert not set(vpcs.available) & left and vpcs.in_use in left
+    stack.stubber.assert_no_pending_responses()
 
 
 def test_only_lambdas_enis_are_recognised():
@@ -242,21 +299,36 @@ class _Context:
         return self.remaining_ms
 
 
-def test_the_lambda_entry_point_answers_cloudformation(vpcs, response_url):
-    """handler(): boto3's default client (moto), the real PUT of the response; SUCCESS, then FAILED when an
-    ENI is still in use and no time is left to wait (remaining time = the safety margin)."""
+def test_the_lambda_entry_point_answers_cloudformation(vpcs, response_url, monkeypatch):
+    """handler(): boto3's default EC2 client (moto), the real PUT of the response; SUCCESS on create, SUCCESS at
+    once and nothing deleted in an update rollback, FAILED when an ENI is still in use at a teardown and no time
+    is left to wait (remaining time = the safety margin), SUCCESS once Lambda has released it."""
+    # One client per invocation; the Create reads no status.
+    stacks = iter([cloudformation(calls=0), cloudformation("UPDATE_ROLLBACK_IN_PROGRESS"),
+                   cloudformation(), cloudformation()])
+    real_client = boto3.client
+
+    def client(service, **kwargs):
+        return next(stacks) if service == "cloudformation" else real_client(service, **kwargs)
+
+    monkeypatch.setattr(index.boto3, "client", client)
     url, received = response_url
     index.handler(_event("Create", vpcs.vpc, ResponseURL=url), _Context(720_000))
     physical = f"lambda-eni-cleanup-{vpcs.vpc}"
     assert received[-1]["Status"] == "SUCCESS" and received[-1]["PhysicalResourceId"] == physical
     assert received[-1]["content_type"] == ""  # the pre-signed URL is signed without one
 
+    before = vpcs.existing()
+    index.handler(_event("Delete", vpcs.vpc, ResponseURL=url, PhysicalResourceId=physical), _Context(720_000))
+    assert received[-1]["Status"] == "SUCCESS" and "deleted 0 Lambda ENI" in received[-1]["Reason"]
+    assert vpcs.existing() == before  # the rollback keeps the subnets: their ENIs stay too
+
     index.handler(_event("Delete", vpcs.vpc, ResponseURL=url, PhysicalResourceId=physical),
                   _Context(index.SAFETY_SECONDS * 1000))
     failed = received[-1]
     assert failed["Status"] == "FAILED" and vpcs.in_use in failed["Reason"]
     assert (failed["RequestId"], failed["LogicalResourceId"]) == ("req-1", "LambdaEniCleanupDF3E2491")
-    assert failed["PhysicalResourceId"] == physical
+    assert failed["PhysicalResourceId"] == physical and failed["StackId"] == STACK_ID
     assert not set(vpcs.available) & vpcs.existing()
 
     vpcs.release()

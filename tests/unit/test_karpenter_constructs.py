@@ -45,7 +45,7 @@ UNSCOPABLE_ACTIONS = {"iam:ListInstanceProfiles"}
 
 class Synth:
     def __init__(self) -> None:
-        app = cdk.App(context=feature_flags(), builtin_cloud_formation_validation=False)
+        app = cdk.App(context=feature_flags())
         self.stack = cdk.Stack(app, "KarpenterUnit")
         self.interruption = KarpenterInterruptionQueue(self.stack, "Interruption", queue_name=CLUSTER)
         self.node = KarpenterNodeRole(self.stack, "NodeRole")

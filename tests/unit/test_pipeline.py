@@ -384,3 +384,19 @@ def test_runner_build_waits_for_the_head_then_the_tunnel_then_submits(platform):
     assert head < forward < submit
     assert "/api/version" in commands[forward] and "sleep 5" not in json.dumps(commands)
     assert validation_runner.RAY_HEAD_TIMEOUT_SECONDS <= 20 * 60  # well inside the runner's 45-minute timeout
+
+
+def test_the_pinned_asset_publisher_reads_every_asset_manifest_the_pipeline_publishes(pipeline_platform):
+    """The asset steps run `cdk-assets --path <manifest> publish`: the pinned release (package.json, what the
+    steps install) must read the manifests aws-cdk-lib writes. It refuses a newer cloud-assembly schema than it
+    knows ("Cloud assembly schema version mismatch"), which is what holds aws-cdk-lib back (versions.py).
+    `ls` reads and lists the manifest without touching AWS."""
+    tool = ROOT / "node_modules" / ".bin" / "cdk-assets"
+    manifests = sorted(pipeline_platform.outdir.glob("assembly-Pipeline-*/*.assets.json"))
+    assert manifests
+    env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true"}
+    for manifest in manifests[:3]:
+        result = subprocess.run([str(tool), "--path", str(manifest), "ls"], capture_output=True, text=True,
+                                timeout=120, env=env)
+        assert result.returncode == 0, f"{manifest.name}: {result.stderr[-800:]}"
+        assert "file" in result.stdout or "docker-image" in result.stdout

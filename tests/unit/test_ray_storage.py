@@ -20,7 +20,7 @@ CLUSTER = "df-unit"
 
 class Synth:
     def __init__(self, **kwargs) -> None:
-        app = cdk.App(context=feature_flags(), builtin_cloud_formation_validation=False)
+        app = cdk.App(context=feature_flags())
         self.stack = cdk.Stack(app, "RayStorageUnit")
         cluster = eks.Cluster.from_cluster_attributes(self.stack, "Cluster", cluster_name=CLUSTER)
         self.storage = RayStorage(self.stack, "RayStorage", cluster=cluster, **kwargs)

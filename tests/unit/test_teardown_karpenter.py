@@ -1,6 +1,6 @@
 """Teardown of Karpenter: the controller is not uninstalled while instances it launched still run.
 
-CDK's kubectl handler only logs a failed ``kubectl delete`` (aws-cdk-lib 2.275.0, apply/__init__.py), so the
+CDK's kubectl handler only logs a failed ``kubectl delete`` (aws-cdk-lib 2.273.0, apply/__init__.py), so the
 NodePools resources can be gone from the stack while their nodes still run. The KarpenterTeardownGuard custom
 resource is deleted after every NodePool manifest and before what Karpenter needs to drain and terminate nodes
 (the controller release, its Pod Identity association, the nodes' access entry); its Delete waits until no

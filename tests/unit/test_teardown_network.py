@@ -4,7 +4,8 @@ CDK's kubectl handler and its provider framework Lambda run in the private subne
 long after the functions are deleted, so (1) they must not hold the cluster security group (EKS deletes it with
 the cluster): they get their own group from the network stack, which the cluster group admits on 443; and
 (2) the network stack's LambdaEniCleanup custom resource, which DependsOn every subnet and that group, is deleted
-first and clears the ENIs (tests/behaviour/test_lambda_eni_cleanup.py runs its handler).
+first and clears the ENIs (tests/behaviour/test_lambda_eni_cleanup.py runs its handler). It reads its own stack's
+status, so that the Delete of an update rollback (subnets and handlers stay) does not wait for in-use ENIs.
 """
 
 from __future__ import annotations
@@ -173,7 +174,7 @@ def test_the_cleanup_may_delete_only_this_vpcs_network_interfaces(platform):
     assert "ManagedPolicyArns" not in role["Properties"]
     (policy,) = role["Properties"]["Policies"]  # inline: it cannot be deleted before the Delete event runs
     statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
-    assert set(statements) == {cleanup.DESCRIBE_SID, cleanup.DELETE_SID, "WriteOwnLogs"}
+    assert set(statements) == {cleanup.DESCRIBE_SID, cleanup.DELETE_SID, cleanup.STACK_STATUS_SID, "WriteOwnLogs"}
     assert all(s["Effect"] == "Allow" for s in statements.values())
 
     delete = statements[cleanup.DELETE_SID]
@@ -191,6 +192,22 @@ def test_the_cleanup_may_delete_only_this_vpcs_network_interfaces(platform):
     logs = statements["WriteOwnLogs"]
     log_group_id = function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
     assert logs["Resource"] == {"Fn::GetAtt": [log_group_id, "Arn"]}
+    assert logs["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"]
+
+
+def test_the_cleanup_may_read_only_its_own_stacks_status(platform):
+    """To tell a stack teardown from an update rollback (tests/behaviour/test_lambda_eni_cleanup.py)."""
+    tpl, _, function = _cleanup_function(platform)
+    role = tpl["Resources"][function["Properties"]["Role"]["Fn::GetAtt"][0]]
+    (policy,) = role["Properties"]["Policies"]
+    statements = [s for s in policy["PolicyDocument"]["Statement"] if s["Action"] == "cloudformation:DescribeStacks"]
+    assert statements == [{"Sid": cleanup.STACK_STATUS_SID, "Effect": "Allow",
+                           "Action": "cloudformation:DescribeStacks", "Resource": {"Ref": "AWS::StackId"}}]
+    # Nothing else of CloudFormation, and nothing beyond EC2's two ENI calls and its own logs.
+    granted = {a for s in policy["PolicyDocument"]["Statement"]
+               for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert granted == {"ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface",
+                       "cloudformation:DescribeStacks", "logs:CreateLogStream", "logs:PutLogEvents"}
 
 
 def test_the_cleanup_logs_are_encrypted_and_expire_like_the_flow_logs(platform):

@@ -31,6 +31,12 @@ def test_cdk_cli_version_is_pinned_in_package_json_and_lock():
     assert lock["packages"]["node_modules/aws-cdk"]["version"] == versions.CDK_CLI
 
 
+def test_the_pipelines_asset_publisher_is_pinned_in_package_json_and_lock():
+    assert json.loads((ROOT / "package.json").read_text())["devDependencies"]["cdk-assets"] == versions.CDK_ASSETS
+    lock = json.loads((ROOT / "package-lock.json").read_text())
+    assert lock["packages"]["node_modules/cdk-assets"]["version"] == versions.CDK_ASSETS
+
+
 def test_every_supported_kubernetes_version_has_its_kubectl_layer_pinned():
     for version, (module, _cls) in versions.KUBERNETES_VERSIONS.items():
         minor = version.split(".")[1]

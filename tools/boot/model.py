@@ -297,7 +297,7 @@ class BootModel:
 
     def _check_chart_sources(self) -> Iterable[Verdict]:
         """Each Helm release names a chart the kubectl handler can fetch. For OCI sources the handler runs
-        `helm pull <Repository> --version <Version>` and ignores `Chart` (aws-cdk-lib 2.275.0, aws-eks-v2
+        `helm pull <Repository> --version <Version>` and ignores `Chart` (aws-cdk-lib 2.273.0, aws-eks-v2
         kubectl handler helm/__init__.py, get_oci_cmd / get_chart_from_oci): the reference must end in the chart."""
         for name, res in self.graph.assembly.helm_releases().items():
             repo, chart = res.properties.get("Repository") or "", res.properties.get("Chart")
@@ -336,7 +336,7 @@ class BootModel:
 
     def _check_create_conflicts(self) -> Iterable[Verdict]:
         """The kubectl handler creates a manifest's objects with `kubectl create` unless the resource says
-        Overwrite (aws-cdk-lib 2.275.0 kubectl handler, apply/__init__.py): an object another resource applied
+        Overwrite (aws-cdk-lib 2.273.0 kubectl handler, apply/__init__.py): an object another resource applied
         first (or may have, with no order between them) makes the create fail with AlreadyExists."""
         def identity(obj: dict[str, Any]) -> tuple[str, str, str]:
             meta = obj.get("metadata", {})

@@ -73,7 +73,7 @@ def synthesize(outdir: str | Path, context: Mapping[str, Any], *, run_nag: bool 
     # Assets are not copied into the assembly (~57 MB of kubectl and AWS CLI layers per synth): their hashes,
     # which is all a template holds of them, are computed the same either way.
     context = {**context, "aws:cdk:enable-path-metadata": True, "aws:cdk:disable-asset-staging": True}
-    cdk_app = cdk.App(outdir=str(outdir), context=context, builtin_cloud_formation_validation=False)
+    cdk_app = cdk.App(outdir=str(outdir), context=context)
     with contextlib.nullcontext() if run_nag else _without_nag():
         app_module.build_app(cdk_app)
     cdk_app.synth()
