@@ -6,6 +6,10 @@ deleted and the stack ends in DELETE_FAILED. This resource DependsOn the subnets
 ``before``, so CloudFormation deletes it first: its Delete waits (bounded) for Lambda to release the ENIs and
 deletes them (cdk_constructs/lambda_eni_cleanup_handler/index.py). Create and Update do nothing.
 
+Only the ENIs of our own functions: Lambda ENIs (interface type ``lambda`` or Lambda's description) in ``vpc``
+that carry ``security_group``, a group only this platform's VPC functions use. In a shared VPC other teams'
+Lambda ENIs hold their own groups and are never touched, not even ``available`` ones.
+
 Only a stack teardown cleans: CloudFormation also sends Delete when an update that added this resource rolls
 back, and then the subnets and the kubectl handlers stay (the handler reads its stack's status to tell).
 
@@ -43,7 +47,8 @@ STACK_STATUS_SID = "ReadOwnStackStatus"
 
 
 class LambdaEniCleanup(Construct):
-    """Deletes Lambda ENIs of ``vpc`` on stack delete, before anything in ``before`` is deleted."""
+    """Deletes the Lambda ENIs in ``vpc`` holding ``security_group`` on stack delete, before anything in ``before``
+    is deleted."""
 
     def __init__(
         self,
@@ -51,6 +56,7 @@ class LambdaEniCleanup(Construct):
         construct_id: str,
         *,
         vpc: ec2.IVpc,
+        security_group: ec2.ISecurityGroup,
         before: Sequence[cdk.CfnResource],
         log_key: kms.IKey,
     ) -> None:
@@ -121,7 +127,7 @@ class LambdaEniCleanup(Construct):
             "Resource",
             service_token=self.function.function_arn,
             resource_type=RESOURCE_TYPE,
-            properties={"VpcId": vpc.vpc_id},
+            properties={"VpcId": vpc.vpc_id, "SecurityGroupId": security_group.security_group_id},
             service_timeout=SERVICE_TIMEOUT,
         )
         # Created after, and so deleted before, the subnets and security groups Lambda's ENIs hold on to.

@@ -87,6 +87,7 @@ import versions
 from charts import raycluster
 from charts.karpenter_nodes import NodePoolSettings, pool_placement
 from charts.storage import DEFAULT_STORAGE_CLASS
+from charts.storage import RETAIN_STORAGE_CLASS as HUB_DB_STORAGE_CLASS
 
 __all__ = [
     "COGNITO_SCOPES",
@@ -584,7 +585,8 @@ class JupyterHubValues:
     :param gpu: GPU profile, only when a GPU pool exists.
     :param server_sizes: CPU profiles; exactly one is the default.
     :param home_capacity: per-user home volume.
-    :param storage_class: StorageClass of the homes and the hub database (``gp3-retain`` keeps them on destroy).
+    :param storage_class: StorageClass of new home claims (``gp3-retain`` keeps them on destroy). The hub database
+        is always on ``gp3-retain``.
     :param cull_timeout_seconds: stop servers idle this long; ``cull_every_seconds``: check interval.
     :param cull_max_age_seconds: stop servers this old even if active (0: never).
     """
@@ -735,9 +737,10 @@ class JupyterHubValues:
             "config": hub_config,
             "nodeSelector": core["nodeSelector"],
             "tolerations": core["tolerations"],
-            # The hub's database (NativeAuthenticator's accounts, server state) on the same class as the homes:
-            # kept on destroy unless the config says otherwise (charts/storage.py).
-            "db": {"pvc": {"storageClassName": self.storage_class}},
+            # The hub's database (NativeAuthenticator's accounts, server state) is always kept on destroy: its
+            # claim exists from the first install, and a bound claim's class cannot change, so a class that
+            # followed the homes' setting would fail every later `helm upgrade` (charts/storage.py).
+            "db": {"pvc": {"storageClassName": HUB_DB_STORAGE_CLASS}},
             "networkPolicy": {
                 "enabled": True,
                 # The hub needs the Kubernetes API (KubeSpawner). z2jh allows it through its privateIPs

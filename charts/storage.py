@@ -16,12 +16,18 @@ from charts.k8s import api_object
 
 DEFAULT_STORAGE_CLASS = "gp3"
 RETAIN_STORAGE_CLASS = "gp3-retain"
+CLUSTER_TAG = "dynamic-factory/cluster"
 
 
 class StorageChart(cdk8s.Chart):
-    def __init__(self, scope: Construct, construct_id: str, *, kms_key_arn: str | None = None) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, kms_key_arn: str | None = None,
+                 cluster_name: str | None = None) -> None:
+        """``cluster_name``: tagged on every volume (``dynamic-factory/cluster``), so volumes kept after a teardown
+        can be told apart from another cluster's in the same account (EBS CSI ``tagSpecification_N``)."""
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
         parameters = {"type": "gp3", "encrypted": "true", "csi.storage.k8s.io/fstype": "ext4"}
+        if cluster_name:
+            parameters["tagSpecification_1"] = f"{CLUSTER_TAG}={cluster_name}"
         if kms_key_arn:
             parameters["kmsKeyId"] = kms_key_arn
         for name, reclaim, default in ((DEFAULT_STORAGE_CLASS, "Delete", True), (RETAIN_STORAGE_CLASS, "Retain", False)):

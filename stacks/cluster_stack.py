@@ -189,10 +189,19 @@ class ClusterStack(cdk.Stack):
         # log group in this stack the cluster key (its policy already admits CloudWatch Logs).
         # They are RETAIN by CDK's default, and the key is deleted with this stack: a retained group would be
         # left unreadable, so they go with the stack like the control-plane logs.
+        handler_logs = []
         for child in self.node.find_all():
             if isinstance(child, logs.CfnLogGroup) and child.kms_key_id is None:
                 child.kms_key_id = self.key.key_arn
                 child.apply_removal_policy(cdk.RemovalPolicy.DESTROY)
+                handler_logs.append(child)
+        # On delete, this stack's Helm releases and manifests (Cilium, storage classes) are removed through the
+        # handlers, which log as they go: their log groups must outlive them, or the Lambdas recreate the groups
+        # unencrypted and without retention, and they stay after the stack is gone.
+        for child in self.node.find_all():
+            if isinstance(child, cdk.CfnResource) and child.cfn_resource_type.startswith("Custom::AWSCDK-EKS-"):
+                for group in handler_logs:
+                    child.add_dependency(group)
 
         cdk.CfnOutput(self, "ClusterName", value=self.cluster.cluster_name)
         cdk.CfnOutput(
@@ -381,7 +390,7 @@ class ClusterStack(cdk.Stack):
         ebs.node.add_dependency(ebs_identity)
         addons["aws-ebs-csi-driver"] = ebs
 
-        storage_chart = StorageChart(cdk8s_app(), "storage")
+        storage_chart = StorageChart(cdk8s_app(), "storage", cluster_name=self.cluster_name)
         storage = self.cluster.add_cdk8s_chart("Storage", storage_chart)
         # The StorageClass names the EBS CSI provisioner.
         storage.node.add_dependency(ebs)

@@ -2,10 +2,12 @@
 
 Deploy order in this stack (each edge an explicit CloudFormation dependency):
 interruption queue + controller role + Pod Identity association -> karpenter-crd chart ->
-karpenter chart -> teardown guard -> EC2NodeClass and NodePools (-> NVIDIA device plugin when the GPU pool
-is on). The whole stack comes after the cluster stack, so the system nodes, the Pod Identity agent
-and CoreDNS already run when the controller starts. Teardown runs it backwards: the guard, deleted between
-the NodePools and the controller, holds the controller back until Karpenter has terminated its instances.
+karpenter chart -> instance-profile guard -> EC2NodeClass -> teardown guard -> NodePools (-> GPU NodePool ->
+NVIDIA device plugin when the GPU pool is on). The whole stack comes after the cluster stack, so the system
+nodes, the Pod Identity agent and CoreDNS already run when the controller starts. Teardown runs it backwards:
+the NodePools go; the teardown guard holds everything after it back until Karpenter has terminated its
+instances; the EC2NodeClass goes (its finalizer deletes Karpenter's instance profiles and launch templates);
+the instance-profile guard holds the controller back until the node role is in no instance profile.
 """
 
 from __future__ import annotations
@@ -136,12 +138,29 @@ class KarpenterStack(cdk.Stack):
         gpu_names = {p.name for p in gpu_pools}
         objects = nodes_chart.to_json()
         is_gpu = [o.get("kind") == "NodePool" and o["metadata"]["name"] in gpu_names for o in objects]
-        self.node_pools = eks.KubernetesManifest(
-            self, "NodePools", cluster=cluster, manifest=[o for o, g in zip(objects, is_gpu) if not g], prune=True
+        is_class = [o.get("kind") == "EC2NodeClass" for o in objects]
+        # The EC2NodeClass is a resource of its own, deleted after the NodePools and the teardown guard and before
+        # the controller: `kubectl delete` of a manifest with both would wait on the class's finalizer (which
+        # waits for every NodeClaim) inside the kubectl handler's 15 minutes, and a delete that failed or ran
+        # out of time would let the controller go before the finalizer removed the instance profiles (the node
+        # role's delete then fails) and launch templates. Reconciled by the controller: applied once it runs.
+        # overwrite: created with `kubectl apply`, not `kubectl create`, since the object already exists where
+        # the platform was deployed when the EC2NodeClass shared the NodePools manifest.
+        self.node_class = eks.KubernetesManifest(
+            self, "NodeClass", cluster=cluster, manifest=[o for o, c in zip(objects, is_class) if c], overwrite=True
         )
-        # NodePools and the EC2NodeClass are custom resources of the Karpenter CRDs and are
-        # reconciled by the controller: apply them only once both exist.
+        self.node_class.node.add_dependency(self.controller_chart)
+        self.node_pools = eks.KubernetesManifest(
+            self,
+            "NodePools",
+            cluster=cluster,
+            manifest=[o for o, g, c in zip(objects, is_gpu, is_class) if not (g or c)],
+            prune=True,
+        )
+        # NodePools are custom resources of the Karpenter CRDs and are reconciled by the controller: apply them
+        # only once it runs, and after the EC2NodeClass they name.
         self.node_pools.node.add_dependency(self.controller_chart)
+        self.node_pools.node.add_dependency(self.node_class)
         # A node launched for a pool joins through the access entry; on teardown the pools go first, so their
         # nodes are drained and terminated by a running Karpenter while they can still reach the API server.
         self.node_pools.node.add_dependency(node_access)
@@ -172,16 +191,20 @@ class KarpenterStack(cdk.Stack):
             plugin.node.add_dependency(gpu_node_pools)
 
         # The kubectl handler only logs a failed `kubectl delete`, so on teardown a NodePools resource may be gone
-        # while its nodes still run. The guard is deleted after every pool manifest and before the controller, its
-        # Pod Identity and the nodes' access entry (what Karpenter needs to drain and terminate them), and waits
-        # until no instance Karpenter launched is left; if some are, the stack delete stops with the controller
-        # still running. Its log group takes the cluster's key (its policy admits CloudWatch Logs), which the
-        # cluster stack keeps until after this stack is gone.
+        # while its nodes still run, and the NodeClass resource while its finalizer has not yet removed Karpenter's
+        # instance profiles. The teardown guard is deleted after every pool manifest and before the NodeClass and
+        # waits until no instance Karpenter launched is left; its second resource is deleted after the NodeClass
+        # and before the controller, its Pod Identity and the nodes' access entry (what Karpenter needs to drain
+        # nodes and run the finalizers), and waits until the node role is in no instance profile. If something is
+        # left, the stack delete stops with the controller still running. Its log group takes the cluster's key
+        # (its policy admits CloudWatch Logs), which the cluster stack keeps until after this stack is gone.
         self.teardown_guard = KarpenterTeardownGuard(
             self,
             "TeardownGuard",
             cluster_name=cluster_name,
+            node_role=self.node_role,
             after=[self.controller_chart, identity, node_access],
+            node_class=self.node_class,
             before=pool_manifests,
             log_key=kms.Key.from_key_arn(self, "ClusterKey", cluster.cluster_encryption_config_key_arn),
         )

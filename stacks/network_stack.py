@@ -122,6 +122,7 @@ class NetworkStack(cdk.Stack):
             self,
             "LambdaEniCleanup",
             vpc=self.vpc,
+            security_group=self.kubectl_handler_security_group,  # only the ENIs holding it
             before=[
                 *(subnet.node.default_child for subnet in self.vpc.public_subnets + self.vpc.private_subnets),
                 self.kubectl_handler_security_group.node.default_child,

@@ -95,11 +95,13 @@ class RayStack(cdk.Stack):
         # The token bootstrap Job writes a copy of the Ray token into the notebook namespace,
         # so that namespace must exist before the Ray chart (JupyterHub installs into it later).
         # The JupyterHub stack owns it: deleting this stack (to rebuild Ray) must never delete the notebook
-        # namespace with every user's home claim, so CloudFormation keeps it (no delete call is made).
+        # namespace with every user's home claim, so CloudFormation keeps it on delete and update (no delete
+        # call is made), but not when this stack's first create rolls back. `overwrite`: the kubectl handler
+        # applies instead of `kubectl create`, so a rebuilt Ray stack finds the namespace and goes on.
         notebook_namespace = eks.KubernetesManifest(
-            self, "NotebookNamespace", cluster=cluster, manifest=[jh_namespace_manifest()]
+            self, "NotebookNamespace", cluster=cluster, manifest=[jh_namespace_manifest()], overwrite=True
         )
-        notebook_namespace.node.find_child("Resource").apply_removal_policy(cdk.RemovalPolicy.RETAIN)
+        notebook_namespace.node.find_child("Resource").apply_removal_policy(cdk.RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE)
 
         chart = rc.RayClusterChart(
             cdk8s_app(),

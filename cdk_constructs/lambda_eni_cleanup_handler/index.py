@@ -1,18 +1,24 @@
-"""Custom resource handler: on Delete, remove the Lambda network interfaces left in one VPC.
+"""Custom resource handler: on Delete, remove the Lambda network interfaces our functions left in one VPC.
 
 Lambda functions attached to a VPC get "Hyperplane" ENIs that the Lambda service owns (interface type
-``lambda``, description ``AWS Lambda VPC ENI-<function>-...``). Lambda detaches and deletes them on its own
-time after the functions are gone: the AWS Lambda team quotes ~35 minutes at P99 (terraform-provider-aws,
+``lambda``, description ``AWS Lambda VPC ENI-<function>-...``), one per subnet and security group combination,
+holding the function's security groups. Lambda detaches and deletes them on its own time after the functions
+are gone: the AWS Lambda team quotes ~35 minutes at P99 (terraform-provider-aws,
 internal/service/ec2, ``deleteLingeringLambdaENIs``, which waits up to 45 minutes for the same reason), and
 sometimes leaves them ``available`` for good (go-to-k/delstack issue #637). An in-use one cannot be detached
 by its account (the attachment belongs to the service); an ``available`` one can be deleted like any other.
 Until they are gone, their subnets and security groups cannot be deleted (DependencyViolation).
 
-On Delete this handler, for the VPC in ``ResourceProperties.VpcId``, deletes every Lambda ENI that is
-``available`` and polls (every ``POLL_SECONDS``, for at most ``WAIT_SECONDS`` and never past the function's
-own timeout) until the in-use ones have been released, deleting each as it turns ``available``. Any other ENI
-is never touched. Create and Update do nothing. If in-use Lambda ENIs remain at the deadline it reports
-FAILED with their ids, so the stack stops before the subnets; running the delete again resumes here.
+On Delete this handler deletes the Lambda ENIs that are in the VPC of ``ResourceProperties.VpcId`` AND carry
+the security group ``ResourceProperties.SecurityGroupId`` (the kubectl handlers' own group, which only this
+platform's functions use): it lists them with the ``vpc-id`` and ``group-id`` filters, keeps those of interface
+type ``lambda`` or with Lambda's description prefix, deletes the ``available`` ones and polls (every
+``POLL_SECONDS``, for at most ``WAIT_SECONDS`` and never past the function's own timeout) until the in-use ones
+have been released, deleting each as it turns ``available``. Any other ENI is never touched, in particular
+other Lambda functions' ENIs in a shared VPC (they hold other groups), available or not; without a group id it
+touches nothing rather than match more widely. Create and Update do nothing. If in-use Lambda ENIs of the group
+remain at the deadline it reports FAILED with their ids, so the stack stops before the subnets; running the
+delete again resumes here.
 
 Only a stack teardown cleans (stack status ``DELETE_IN_PROGRESS``, or ``ROLLBACK_IN_PROGRESS`` when a first
 create fails and everything goes): CloudFormation also sends Delete when an update that created this resource
@@ -37,11 +43,13 @@ from botocore.exceptions import ClientError
 LOG = logging.getLogger()
 LOG.setLevel(logging.INFO)
 
-# How Lambda marks its ENIs: the interface type (EC2 API NetworkInterfaceType enum), the description
-# prefix it writes, and the requester id of the service (the filters terraform-provider-aws uses).
+# How Lambda marks its Hyperplane ENIs: the interface type (``lambda`` in the EC2 API's NetworkInterfaceType
+# enum) and the description it writes (``AWS Lambda VPC ENI-<function>-<id>``; terraform-provider-aws finds
+# lingering Lambda ENIs by this description plus a group-id, subnet-id or vpc-id filter). Either suffices.
+# The requester id (``*:awslambda_*``) is not used: it marked the per-function ENIs of before 2019 and, alone,
+# says nothing about whose function it was.
 LAMBDA_INTERFACE_TYPE = "lambda"
 LAMBDA_DESCRIPTION_PREFIX = "AWS Lambda VPC ENI"
-LAMBDA_REQUESTER_MARK = ":awslambda_"
 # Stack statuses in which a Delete event means the whole stack goes.
 TEARDOWN_STATUSES = ("DELETE_IN_PROGRESS", "ROLLBACK_IN_PROGRESS")
 
@@ -52,28 +60,33 @@ SAFETY_SECONDS = 60
 
 
 def is_lambda_eni(eni: dict[str, Any]) -> bool:
-    return (
-        eni.get("InterfaceType") == LAMBDA_INTERFACE_TYPE
-        or eni.get("Description", "").startswith(LAMBDA_DESCRIPTION_PREFIX)
-        or LAMBDA_REQUESTER_MARK in eni.get("RequesterId", "")
-    )
+    by_type = eni.get("InterfaceType") == LAMBDA_INTERFACE_TYPE
+    return by_type or eni.get("Description", "").startswith(LAMBDA_DESCRIPTION_PREFIX)
 
 
-def lambda_enis(ec2, vpc_id: str) -> list[dict[str, Any]]:
-    """Every Lambda ENI in the VPC (filtered on the server by VPC, classified here)."""
+def holds_group(eni: dict[str, Any], group_id: str) -> bool:
+    return any(group.get("GroupId") == group_id for group in eni.get("Groups", []))
+
+
+def lambda_enis(ec2, vpc_id: str, group_id: str) -> list[dict[str, Any]]:
+    """The Lambda ENIs in the VPC that hold the group (filtered on the server by both, checked again here)."""
     found = []
     pages = ec2.get_paginator("describe_network_interfaces").paginate(
-        Filters=[{"Name": "vpc-id", "Values": [vpc_id]}]
+        Filters=[{"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "group-id", "Values": [group_id]}]
     )
     for page in pages:
-        found += [eni for eni in page["NetworkInterfaces"] if is_lambda_eni(eni)]
+        found += [
+            eni
+            for eni in page["NetworkInterfaces"]
+            if eni.get("VpcId") == vpc_id and holds_group(eni, group_id) and is_lambda_eni(eni)
+        ]
     return found
 
 
-def sweep(ec2, vpc_id: str, deleted: list[str]) -> list[dict[str, Any]]:
-    """Delete the available Lambda ENIs of the VPC (appending their ids to ``deleted``); return the rest."""
+def sweep(ec2, vpc_id: str, group_id: str, deleted: list[str]) -> list[dict[str, Any]]:
+    """Delete the available Lambda ENIs of the VPC and group (their ids appended to ``deleted``); return the rest."""
     pending = []
-    for eni in lambda_enis(ec2, vpc_id):
+    for eni in lambda_enis(ec2, vpc_id, group_id):
         eni_id = eni["NetworkInterfaceId"]
         if eni.get("Status") != "available":
             pending.append(eni)
@@ -96,19 +109,20 @@ def sweep(ec2, vpc_id: str, deleted: list[str]) -> list[dict[str, Any]]:
 def clean(
     ec2,
     vpc_id: str,
+    group_id: str,
     *,
     wait_seconds: float = WAIT_SECONDS,
     poll_seconds: float = POLL_SECONDS,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
-    """Sweep until no Lambda ENI is left in the VPC or ``wait_seconds`` have passed."""
+    """Sweep until no Lambda ENI of the group is left in the VPC or ``wait_seconds`` have passed."""
     deadline = clock() + wait_seconds
     deleted: list[str] = []
     polls = 0
     while True:
         polls += 1
-        pending = sweep(ec2, vpc_id, deleted)
+        pending = sweep(ec2, vpc_id, group_id, deleted)
         if not pending or clock() + poll_seconds > deadline:
             break
         LOG.info("waiting for Lambda to release %s", [e["NetworkInterfaceId"] for e in pending])
@@ -133,18 +147,24 @@ NOTHING = {"deleted": [], "pending": [], "polls": 0}
 
 def handle(event: dict[str, Any], ec2, cloudformation, **clean_options) -> dict[str, Any]:
     """The custom resource's work; raises when Lambda ENIs are still in use at the deadline."""
-    vpc_id = event.get("ResourceProperties", {}).get("VpcId", "")
-    if event["RequestType"] != "Delete" or not vpc_id:
+    properties = event.get("ResourceProperties", {})
+    vpc_id, group_id = properties.get("VpcId", ""), properties.get("SecurityGroupId", "")
+    if event["RequestType"] != "Delete":
+        return dict(NOTHING)
+    if not (vpc_id and group_id):
+        # Never fall back to "every Lambda ENI of the VPC": in a shared VPC those include other teams'.
+        LOG.warning("no VpcId or SecurityGroupId in %s: nothing to clean", properties)
         return dict(NOTHING)
     status = stack_status(cloudformation, event["StackId"])
     if status is not None and status not in TEARDOWN_STATUSES:
         LOG.info("stack is %s, not being torn down: its subnets and functions stay, nothing to clean", status)
         return dict(NOTHING)
-    result = clean(ec2, vpc_id, **clean_options)
-    LOG.info(json.dumps({"vpc": vpc_id, "stack_status": status, **result}))
+    result = clean(ec2, vpc_id, group_id, **clean_options)
+    LOG.info(json.dumps({"vpc": vpc_id, "group": group_id, "stack_status": status, **result}))
     if result["pending"]:
         raise RuntimeError(
-            f"Lambda ENIs in {vpc_id} still in use after {result['polls']} checks: {', '.join(result['pending'])}. "
+            f"Lambda ENIs of {group_id} in {vpc_id} still in use after {result['polls']} checks: "
+            f"{', '.join(result['pending'])}. "
             "Lambda releases them on its own (up to ~35 minutes after a function is deleted): delete the stack "
             "again in a few minutes and this cleanup resumes."
         )

@@ -8,6 +8,12 @@ group node (EKS's own tags, no nodepool), an untagged instance, and a Karpenter 
 hook (``sleep``), which also advances the handler's clock. The guard itself must never terminate anything: the
 tests check the instances it waits for are still there at every poll before Karpenter's turn.
 
+The second resource of the same function (``WaitFor: InstanceProfiles``, deleted after the EC2NodeClass
+manifest) runs against moto's IAM: the node role in the instance profile Karpenter made for it (its path and
+tags), which "the EC2NodeClass finalizer" removes between two polls (RemoveRoleFromInstanceProfile, then
+DeleteInstanceProfile, as Karpenter does), next to profiles it must ignore (another role's, another
+cluster's).
+
 The stack status comes from a real boto3 CloudFormation client answered by botocore's Stubber (moto's
 CloudFormation needs an extra this suite does not install); the Stubber checks the request against the API.
 """
@@ -148,11 +154,69 @@ def _event(request_type: str, cluster: str = CLUSTER, **extra) -> dict:
     }
 
 
+NODE_ROLE = "dynamic-factory-karpenter-NodeRole1A2B3C4D-x9Y8z7W6v5U4"
+
+
+def _profile_event(request_type: str, role: str = NODE_ROLE, **extra) -> dict:
+    """The event of the profile guard (cdk_constructs/karpenter_teardown_guard.py, ``profile_guard``)."""
+    return _event(request_type, LogicalResourceId="TeardownGuardInstanceProfiles5D1E2F3A",
+                  ResourceType="Custom::KarpenterInstanceProfileGuard",
+                  ResourceProperties={"ServiceToken": "arn:aws:lambda:eu-west-1:123456789012:function:x",
+                                      "ClusterName": CLUSTER, "NodeRoleName": role, "WaitFor": "InstanceProfiles"},
+                  **extra)
+
+
 @pytest.fixture
 def region(monkeypatch):
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     with mock_aws():
         yield Region(boto3.client("ec2", region_name=REGION))
+
+
+class Profiles:
+    """The account's instance profiles at teardown: the one Karpenter made for the node role (path
+    /karpenter/<region>/<cluster>/<EC2NodeClass uid>/, Karpenter's tags), and ones the guard must ignore."""
+
+    def __init__(self, iam):
+        self.iam = iam
+        for role in (NODE_ROLE, "ml-prod-karpenter-NodeRole", "SomeOtherInstanceRole"):
+            iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+                               "Action": "sts:AssumeRole"}]}))
+        self.ours = self._profile(f"{CLUSTER}_1748235930412876543", NODE_ROLE, CLUSTER)
+        self.ignored = [
+            self._profile("ml-prod_9921873465", "ml-prod-karpenter-NodeRole", "ml-prod"),
+            self._profile("bastion", "SomeOtherInstanceRole", None),
+        ]
+
+    def _profile(self, name: str, role: str, cluster: str | None) -> str:
+        path = f"/karpenter/{REGION}/{cluster}/6d1f1c2e-8a3b-4c5d-9e0f-123456789abc/" if cluster else "/"
+        tags = ([{"Key": "eks:eks-cluster-name", "Value": cluster},
+                 {"Key": f"kubernetes.io/cluster/{cluster}", "Value": "owned"},
+                 {"Key": "karpenter.k8s.aws/ec2nodeclass", "Value": "default"},
+                 {"Key": "topology.kubernetes.io/region", "Value": REGION}] if cluster else [])
+        self.iam.create_instance_profile(InstanceProfileName=name, Path=path, Tags=tags)
+        self.iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=role)
+        return name
+
+    def exists(self, name: str) -> bool:
+        return any(p["InstanceProfileName"] == name for p in self.iam.list_instance_profiles()["InstanceProfiles"])
+
+    def finalizer_removes(self, name: str) -> None:
+        """What Karpenter's EC2NodeClass finalizer does (pkg/providers/instanceprofile Delete)."""
+        self.iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=NODE_ROLE)
+        self.iam.delete_instance_profile(InstanceProfileName=name)
+
+    def untouched(self) -> bool:
+        return all(self.exists(name) for name in self.ignored)
+
+
+@pytest.fixture
+def profiles(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with mock_aws():
+        yield Profiles(boto3.client("iam", region_name=REGION))
 
 
 def test_delete_waits_until_karpenter_has_terminated_this_clusters_instances(region):
@@ -230,10 +294,12 @@ def test_the_cluster_name_and_nodepool_tags_make_an_instance_karpenters(missing,
 
 
 @pytest.mark.parametrize("request_type", ["Create", "Update"])
-def test_create_and_update_do_nothing(region, request_type):
+@pytest.mark.parametrize("event", [_event, _profile_event], ids=["instances", "instance profiles"])
+def test_create_and_update_do_nothing(region, request_type, event):
     clock = Clock()
     stack = cloudformation(calls=0)  # not even the stack status is read
-    result = index.handle(_event(request_type), region.ec2, stack, sleep=clock.sleep, clock=clock)
+    iam = boto3.client("iam", region_name=REGION)
+    result = index.handle(event(request_type), region.ec2, stack, iam, sleep=clock.sleep, clock=clock)
     assert result == {"waited_for": [], "remaining": [], "polls": 0}
     assert clock.sleeps == 0 and all(region.state(i) == "running" for i in region.ours)
 
@@ -256,6 +322,72 @@ def test_a_teardown_or_an_unknown_status_waits(region, status):
         index.handle(_event("Delete"), region.ec2, cloudformation(status), wait_seconds=30, poll_seconds=15,
                      sleep=clock.sleep, clock=clock)
     assert clock.sleeps == 2
+
+
+# ----------------------------------------------------------------- the node role's instance profiles
+
+
+def test_the_profile_guard_waits_until_the_finalizer_has_removed_the_node_roles_profile(profiles):
+    existed_at_poll = []
+
+    def finalizer(poll: int) -> None:
+        existed_at_poll.append(profiles.exists(profiles.ours))
+        if poll == 2:
+            profiles.finalizer_removes(profiles.ours)
+
+    clock = Clock(finalizer)
+    result = index.handle(_profile_event("Delete"), None, cloudformation(), profiles.iam,
+                          sleep=clock.sleep, clock=clock)
+    assert result["remaining"] == [] and result["polls"] == 3
+    assert result["waited_for"] == [profiles.ours]  # not another role's or another cluster's
+    assert existed_at_poll == [True, True]  # the guard never removes it itself
+    assert not profiles.exists(profiles.ours) and profiles.untouched()
+
+
+def test_at_the_deadline_the_profile_guard_fails_naming_the_profiles_left(profiles):
+    # A profile someone else put the node role in blocks the role's delete just as well; only they can remove it.
+    profiles.iam.create_instance_profile(InstanceProfileName="hand-made")
+    profiles.iam.add_role_to_instance_profile(InstanceProfileName="hand-made", RoleName=NODE_ROLE)
+    clock = Clock()
+    with pytest.raises(RuntimeError) as err:
+        index.handle(_profile_event("Delete"), None, cloudformation(), profiles.iam, wait_seconds=60,
+                     poll_seconds=15, sleep=clock.sleep, clock=clock)
+    message = str(err.value)
+    assert f"{profiles.ours} (path /karpenter/{REGION}/{CLUSTER}/" in message and "Karpenter's" in message
+    assert "hand-made (path /, not Karpenter's" in message
+    assert not any(name in message for name in profiles.ignored)
+    assert NODE_ROLE in message and "kubectl delete ec2nodeclasses --all" in message
+    assert "delete the stack again" in message
+    assert clock.sleeps == 4 and clock.now - 1000.0 == 60
+    assert profiles.exists(profiles.ours) and profiles.exists("hand-made") and profiles.untouched()
+
+
+def test_the_profile_guard_ignores_other_roles_profiles_and_waits_only_on_a_teardown(profiles):
+    profiles.finalizer_removes(profiles.ours)
+    clock = Clock()
+    result = index.handle(_profile_event("Delete"), None, cloudformation(), profiles.iam,
+                          sleep=clock.sleep, clock=clock)
+    assert result == {"waited_for": [], "remaining": [], "polls": 1} and clock.sleeps == 0
+    # With the profile there: a teardown waits; an update rolling back (the EC2NodeClass stays) does not.
+    profiles._profile("again", NODE_ROLE, CLUSTER)
+    with pytest.raises(RuntimeError, match="again"):
+        index.handle(_profile_event("Delete"), None, cloudformation("DELETE_IN_PROGRESS"), profiles.iam,
+                     wait_seconds=15, poll_seconds=15, sleep=clock.sleep, clock=clock)
+    result = index.handle(_profile_event("Delete"), None, cloudformation("UPDATE_ROLLBACK_IN_PROGRESS"),
+                          profiles.iam, sleep=clock.sleep, clock=clock)
+    assert result == {"waited_for": [], "remaining": [], "polls": 0} and profiles.untouched()
+
+
+def test_a_node_role_already_gone_is_in_no_profile():
+    iam = boto3.client("iam", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    stubber = Stubber(iam)
+    stubber.add_client_error("list_instance_profiles_for_role", "NoSuchEntity", "role not found", 404,
+                             expected_params={"RoleName": NODE_ROLE})
+    stubber.activate()
+    clock = Clock()
+    result = index.handle(_profile_event("Delete"), None, cloudformation(), iam, sleep=clock.sleep, clock=clock)
+    assert result == {"waited_for": [], "remaining": [], "polls": 1}
+    stubber.assert_no_pending_responses()
 
 
 class _ResponseCatcher(BaseHTTPRequestHandler):
@@ -320,3 +452,27 @@ def test_the_lambda_entry_point_answers_cloudformation(region, response_url, mon
     index.handler(_event("Delete", ResponseURL=url, PhysicalResourceId=physical), _Context(720_000))
     assert received[-1]["Status"] == "SUCCESS" and "no Karpenter instance left" in received[-1]["Reason"]
     assert region.untouched()
+
+
+def test_the_lambda_entry_point_answers_for_the_profile_guard(profiles, response_url, monkeypatch):
+    """handler() with boto3's default IAM client (moto): FAILED naming the profile while the node role is in it,
+    SUCCESS once the finalizer has removed it; its own physical id."""
+    stacks = iter([cloudformation() for _ in range(2)])
+    real_client = boto3.client
+
+    def client(service, **kwargs):
+        return next(stacks) if service == "cloudformation" else real_client(service, **kwargs)
+
+    monkeypatch.setattr(index.boto3, "client", client)
+    url, received = response_url
+
+    index.handler(_profile_event("Delete", ResponseURL=url), _Context(index.SAFETY_SECONDS * 1000))
+    failed = received[-1]
+    assert failed["Status"] == "FAILED" and profiles.ours in failed["Reason"]
+    assert failed["PhysicalResourceId"] == f"karpenter-instance-profile-guard-{CLUSTER}"
+
+    profiles.finalizer_removes(profiles.ours)
+    index.handler(_profile_event("Delete", ResponseURL=url), _Context(720_000))
+    assert received[-1]["Status"] == "SUCCESS"
+    assert "no instance profile on the node role left" in received[-1]["Reason"]
+    assert profiles.untouched()

@@ -66,6 +66,28 @@ def test_node_pools_go_while_karpenter_and_what_its_nodes_need_still_exist(synth
     assert late == [], f"deleted before (or with) the NodePools: {late}"
 
 
+def test_the_node_class_goes_after_every_pool_and_while_karpenter_and_the_node_role_exist(synth):
+    """The EC2NodeClass finalizer waits for every NodeClaim, then deletes the instance profiles Karpenter made for
+    the node role and its launch templates: the EC2NodeClass is deleted on its own, after every NodePool, while
+    the controller, its credentials and the node role (which IAM deletes only once it is in no profile) exist."""
+    g = graph(synth)
+    (node_class,) = manifest_with(g, "EC2NodeClass", "default")
+    pools = {key for key, _ in iter_kube_objects(g, ["NodePool"])}
+    assert pools and node_class not in pools
+    early = [g.label(key) for key in pools if not deleted_before(g, key, node_class)]
+    assert early == [], f"deleted after (or with) the EC2NodeClass: {early}"
+    needed = {
+        "karpenter controller": release(g, "karpenter"),
+        "controller Pod Identity": one(g, "AWS::EKS::PodIdentityAssociation",
+                                       lambda r: r.properties.get("ServiceAccount") == "karpenter"),
+        "interruption queue": one(g, "AWS::SQS::Queue"),
+        "node role": one(g, "AWS::IAM::Role", lambda r: g.stack_name(r.key).endswith("-karpenter")
+                         and "ec2.amazonaws.com" in str(r.properties.get("AssumeRolePolicyDocument"))),
+    }
+    late = [name for name, key in needed.items() if not deleted_before(g, node_class, key)]
+    assert late == [], f"deleted before (or with) the EC2NodeClass: {late}"
+
+
 def test_the_ray_cluster_goes_while_its_operator_runs(synth):
     g = graph(synth)
     (ray,) = {key for key, _ in iter_kube_objects(g, ["RayCluster"])}
@@ -94,7 +116,10 @@ def test_destroying_the_ray_stack_never_deletes_the_notebook_namespace(synth):
     assert ray_copies, "the Ray stack applies the namespace first (its token bootstrap writes there)"
     for stack, logical_id in ray_copies:
         resource = synth.assembly.templates[stack]["Resources"][logical_id]
-        assert resource.get("DeletionPolicy") == "Retain", logical_id
+        # Kept on delete and update; only a rolled-back first create removes it.
+        assert resource.get("DeletionPolicy") == "RetainExceptOnCreate", logical_id
+        # Applied, not `kubectl create`d: a rebuilt Ray stack finds the namespace already there.
+        assert str(resource["Properties"].get("Overwrite")).lower() == "true", logical_id
 
 
 def test_the_load_balancer_goes_before_the_network(variant):
@@ -108,14 +133,17 @@ def test_the_load_balancer_goes_before_the_network(variant):
 
 
 def test_homes_and_the_hub_database_are_kept_by_default_and_deleted_when_asked(platform, variant):
-    """Default: keep_homes_on_destroy, a Retain class. The variant sets it to false: the Delete class."""
+    """Default: keep_homes_on_destroy, a Retain class for home claims. The variant sets it to false: the Delete
+    class. The hub database is always kept: its claim exists from the first install and a bound claim's class
+    cannot change, so following the setting would fail every later helm upgrade."""
     for synth, reclaim in ((platform, "Retain"), (variant, "Delete")):
         g = graph(synth)
         classes = {o["metadata"]["name"]: o["reclaimPolicy"] for _, o in iter_kube_objects(g, ["StorageClass"])}
         values = g.assembly.helm_releases()["jupyterhub"].values
         homes = values["singleuser"]["storage"]["dynamic"]["storageClass"]
         database = values["hub"]["db"]["pvc"]["storageClassName"]
-        assert classes[homes] == reclaim and classes[database] == reclaim, (synth.config.jupyterhub, classes)
+        assert classes[homes] == reclaim, (synth.config.jupyterhub, classes)
+        assert classes[database] == "Retain" and database == "gp3-retain"
 
 
 def _all_templates(platform, variant, pipeline_platform):

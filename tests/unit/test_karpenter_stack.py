@@ -6,6 +6,7 @@ import json
 import yaml
 
 import versions
+from cdk_constructs.karpenter_teardown_guard import PROFILE_GUARD_TYPE
 from cdk_constructs.karpenter_teardown_guard import RESOURCE_TYPE as TEARDOWN_GUARD_TYPE
 from charts import karpenter_nodes as kn
 from tests.platform_synth import ROOT
@@ -23,23 +24,34 @@ def _depends(synth, logical_id) -> set[str]:
     return {deps} if isinstance(deps, str) else set(deps)
 
 
-def _pool_resources(synth):
-    """The manifest resources that carry NodePools: ``NodePools`` (the EC2NodeClass and the CPU pools) and, with
-    the GPU pool on, ``GpuNodePool``."""
-    found = [r for r in synth.assembly.manifests() if any(o["kind"] == "NodePool" for o in r.objects)]
+def _karpenter_manifests(synth):
+    """The manifest resources that carry Karpenter's objects (EC2NodeClass, NodePools)."""
+    found = [r for r in synth.assembly.manifests()
+             if any(o["kind"] in ("NodePool", "EC2NodeClass") for o in r.objects)]
     assert found and all("Karpenter" in r.stack for r in found)
     return found
 
 
+def _pool_resources(synth):
+    """The manifest resources that carry NodePools: ``NodePools`` (the CPU pools) and, with the GPU pool on,
+    ``GpuNodePool``."""
+    return [r for r in _karpenter_manifests(synth) if any(o["kind"] == "NodePool" for o in r.objects)]
+
+
 def _node_pool_resource(synth):
-    """``NodePools``: the resource with the EC2NodeClass."""
-    (res,) = [r for r in _pool_resources(synth) if any(o["kind"] == "EC2NodeClass" for o in r.objects)]
-    assert res.logical_id.startswith("NodePools")
+    """``NodePools``: the CPU pools."""
+    (res,) = [r for r in _pool_resources(synth) if r.logical_id.startswith("NodePools")]
+    return res
+
+
+def _node_class_resource(synth):
+    """``NodeClass``: the resource with the EC2NodeClass."""
+    (res,) = [r for r in _karpenter_manifests(synth) if any(o["kind"] == "EC2NodeClass" for o in r.objects)]
     return res
 
 
 def _objects(synth, kind):
-    return [o for r in _pool_resources(synth) for o in r.objects if o["kind"] == kind]
+    return [o for r in _karpenter_manifests(synth) for o in r.objects if o["kind"] == kind]
 
 
 # ------------------------------------------------------------------ Helm
@@ -104,7 +116,7 @@ def test_every_value_we_set_exists_in_the_upstream_values_file(platform):
 
 def test_node_class_and_pools_validate_strictly_against_the_crds(any_platform):
     validator = CrdValidator.from_files(sorted(KARPENTER_SCHEMAS.glob("*_*.yaml")))
-    objects = [o for r in _pool_resources(any_platform) for o in r.objects]
+    objects = [o for r in _karpenter_manifests(any_platform) for o in r.objects]
     assert {o["kind"] for o in objects} == {"EC2NodeClass", "NodePool"}
     for obj in objects:
         if obj["kind"] == "EC2NodeClass":
@@ -114,6 +126,22 @@ def test_node_class_and_pools_validate_strictly_against_the_crds(any_platform):
                 assert term["id"].startswith("${output:") and "ClusterSecurityGroupId" in term["id"]
                 term["id"] = "sg-0123456789abcdef0"
         assert validator.errors(obj) == [], obj["metadata"]["name"]
+
+
+def test_the_node_class_is_a_manifest_of_its_own_applied_not_created(any_platform):
+    """On teardown the EC2NodeClass goes after the pools and the teardown guard, on its own (its finalizer waits
+    for every NodeClaim, then deletes Karpenter's instance profiles and launch templates). Overwrite: the
+    kubectl handler applies it where it already exists (deployed when it shared the NodePools manifest) instead
+    of `kubectl create`, which would fail with AlreadyExists."""
+    node_class = _node_class_resource(any_platform)
+    assert node_class.logical_id.startswith("NodeClass")
+    assert [(o["kind"], o["metadata"]["name"]) for o in node_class.objects] == [("EC2NodeClass", "default")]
+    assert str(node_class.properties.get("Overwrite")).lower() == "true"
+    for res in _pool_resources(any_platform):
+        assert {o["kind"] for o in res.objects} == {"NodePool"}, res.logical_id
+    # Every pool names it.
+    for pool in _objects(any_platform, "NodePool"):
+        assert pool["spec"]["template"]["spec"]["nodeClassRef"]["name"] == "default"
 
 
 def test_default_pools_and_gpu_only_when_enabled(platform, variant):
@@ -202,24 +230,32 @@ def _id_of_release(synth, release):
     return synth.assembly.helm_releases()[release].logical_id
 
 
-def test_crd_chart_then_controller_then_pools(any_platform):
+def test_crd_chart_then_controller_then_node_class_then_pools(any_platform):
     crd = _id_of_release(any_platform, "karpenter-crd")
     controller = _id_of_release(any_platform, "karpenter")
     assert crd in _depends(any_platform, controller)
+    node_class = _node_class_resource(any_platform)
+    assert controller in node_class.depends_on
     node_pools = _node_pool_resource(any_platform)
-    assert controller in node_pools.depends_on
-    # The GPU pool after the EC2NodeClass it names (and so after the controller).
+    assert {controller, node_class.logical_id} <= set(node_pools.depends_on)
+    # The GPU pool after the CPU pools' resource (and so after the EC2NodeClass and the controller).
     for res in _pool_resources(any_platform):
         assert res.logical_id == node_pools.logical_id or node_pools.logical_id in res.depends_on, res.logical_id
 
 
-def test_controller_then_teardown_guard_then_pools(any_platform):
-    """Deleted in reverse: every pool manifest, then the guard (waits for Karpenter's instances), then the
+def test_controller_then_profile_guard_then_node_class_then_teardown_guard_then_pools(any_platform):
+    """Deleted in reverse: every pool manifest, then the teardown guard (waits for Karpenter's instances), then
+    the EC2NodeClass, then the profile guard (waits until the node role is in no instance profile), then the
     controller, its Pod Identity association and the nodes' access entry (tests/unit/test_teardown_karpenter.py)."""
     (guard,) = _resources(any_platform, TEARDOWN_GUARD_TYPE)
+    (profile_guard,) = _resources(any_platform, PROFILE_GUARD_TYPE)
     (assoc,) = _resources(any_platform, "AWS::EKS::PodIdentityAssociation")
     (access,) = _resources(any_platform, "AWS::EKS::AccessEntry")
-    assert {_id_of_release(any_platform, "karpenter"), assoc, access} <= _depends(any_platform, guard)
+    needed = {_id_of_release(any_platform, "karpenter"), assoc, access}
+    assert needed <= _depends(any_platform, profile_guard)
+    node_class = _node_class_resource(any_platform)
+    assert profile_guard in node_class.depends_on
+    assert needed | {node_class.logical_id} <= _depends(any_platform, guard)
     for res in _pool_resources(any_platform):
         assert guard in res.depends_on, res.logical_id
 

@@ -4,8 +4,10 @@ CDK's kubectl handler and its provider framework Lambda run in the private subne
 long after the functions are deleted, so (1) they must not hold the cluster security group (EKS deletes it with
 the cluster): they get their own group from the network stack, which the cluster group admits on 443; and
 (2) the network stack's LambdaEniCleanup custom resource, which DependsOn every subnet and that group, is deleted
-first and clears the ENIs (tests/behaviour/test_lambda_eni_cleanup.py runs its handler). It reads its own stack's
-status, so that the Delete of an update rollback (subnets and handlers stay) does not wait for in-use ENIs.
+first and clears the ENIs (tests/behaviour/test_lambda_eni_cleanup.py runs its handler). Only the Lambda ENIs that
+hold that group: the resource is given its id, so other teams' Lambda ENIs in a shared VPC are never touched. It
+reads its own stack's status, so that the Delete of an update rollback (subnets and handlers stay) does not wait
+for in-use ENIs.
 """
 
 from __future__ import annotations
@@ -122,6 +124,14 @@ def test_the_cleanup_depends_on_every_subnet_and_the_handler_group(synth):
     (vpc_id,) = _of_type(tpl, "AWS::EC2::VPC")
     assert resource["Properties"]["VpcId"] == {"Ref": vpc_id}
     assert resource.get("DeletionPolicy", "Delete") == "Delete"
+
+
+def test_the_cleanup_is_given_the_handler_group_to_match_enis_by(synth):
+    """The handler lists only the ENIs of the VPC that hold this group (group-id and vpc-id filters)."""
+    _, resource = _one(synth.template_json("Network"), cleanup.RESOURCE_TYPE)
+    props = resource["Properties"]
+    assert props["SecurityGroupId"] == {"Fn::GetAtt": [_handler_group(synth), "GroupId"]}
+    assert set(props) == {"ServiceToken", "ServiceTimeout", "VpcId", "SecurityGroupId"}
 
 
 def test_on_destroy_the_cleanup_runs_after_the_kubectl_handlers_and_before_the_subnets(synth):
