@@ -5,6 +5,7 @@ from __future__ import annotations
 import aws_cdk as cdk
 from constructs import Construct
 
+from charts.raycluster import RayClusterSettings
 from compliance import nag
 from config import PlatformConfig
 from stacks.cluster_stack import ClusterStack, system_pool
@@ -97,19 +98,22 @@ class PlatformStage(cdk.Stage):
             cluster_name=name,
             vpc=self.network.vpc,
             kubernetes_version=cluster_cfg.kubernetes_version,
-            head_pool=pools[ray_cfg.head_placement],
-            worker_pool=pools["spot"],
-            gpu_pool=pools.get("gpu"),
-            head_cpu=ray_cfg.head_cpu,
-            head_memory_gib=ray_cfg.head_memory_gib,
-            max_workers=ray_cfg.workers.max_workers,
-            worker_cpu=ray_cfg.workers.cpu,
-            worker_memory_gib=ray_cfg.workers.memory_gib,
-            gpu_max_workers=ray_cfg.gpu_workers.max_workers,
-            gpu_worker_cpu=ray_cfg.gpu_workers.cpu,
-            gpu_worker_memory_gib=ray_cfg.gpu_workers.memory_gib,
-            gpus_per_worker=ray_cfg.gpu_workers.gpus,
-            idle_timeout_seconds=ray_cfg.idle_timeout_seconds,
+            ray_cluster=RayClusterSettings(
+                head_pool=pools[ray_cfg.head_placement],
+                worker_pool=pools["spot"],
+                # No GPU worker group without GPU workers to run in it.
+                gpu_pool=pools.get("gpu") if ray_cfg.gpu_workers.max_workers > 0 else None,
+                head_cpu=ray_cfg.head_cpu,
+                head_memory_gib=ray_cfg.head_memory_gib,
+                max_workers=ray_cfg.workers.max_workers,
+                worker_cpu=ray_cfg.workers.cpu,
+                worker_memory_gib=ray_cfg.workers.memory_gib,
+                gpu_max_workers=max(ray_cfg.gpu_workers.max_workers, 1),
+                gpu_worker_cpu=ray_cfg.gpu_workers.cpu,
+                gpu_worker_memory_gib=ray_cfg.gpu_workers.memory_gib,
+                gpus_per_worker=ray_cfg.gpu_workers.gpus,
+                idle_timeout_seconds=ray_cfg.idle_timeout_seconds,
+            ),
             checkpoint_retention_days=ray_cfg.checkpoint_retention_days,
             validation_args=[
                 "--workers", str(validation.workers),

@@ -48,6 +48,10 @@ JUPYTERHUB_CHART_VERSION = "4.4.0"
 RAY_VERSION = "2.60.0"
 RAY_PYTHON_VERSION = "3.11"
 XGBOOST_VERSION = "3.2.0"
+# Base of the platform's Ray image (images/ray/Dockerfile): the Docker official Python image as mirrored on
+# ECR Public (gallery.ecr.aws/docker/library/python), so nothing is pulled from Docker Hub. The patch release
+# is pinned; RAY_PYTHON_VERSION must be its minor (tests/unit/test_versions.py).
+RAY_IMAGE_BASE = "public.ecr.aws/docker/library/python:3.11.14-slim-bookworm"
 
 # Every Helm chart the platform installs, by chart name: (repository, version). Releases are
 # named after their chart (cdk_constructs/helm.py).

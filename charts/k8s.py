@@ -39,3 +39,18 @@ def _snake_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
 def cdk8s_app() -> cdk8s.App:
     """A cdk8s App for charts that CDK applies to the cluster (the App itself writes nothing)."""
     return cdk8s.App(yaml_output_type=cdk8s.YamlOutputType.FILE_PER_APP)
+
+
+# Docker Hub's names: a reference without a registry host means Docker Hub (the container runtime prefixes
+# docker.io/, and library/ for one-part names).
+DOCKER_HUB_REGISTRIES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
+
+
+def image_registry(reference: str) -> str:
+    """The registry host a node pulls ``reference`` from, following the distribution reference grammar: the first
+    path component is a registry only if it contains a ``.`` or a ``:`` or is ``localhost``; otherwise the image
+    comes from Docker Hub (returned as ``docker.io``)."""
+    first, sep, _ = reference.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return "docker.io" if first in DOCKER_HUB_REGISTRIES else first
+    return "docker.io"

@@ -29,7 +29,7 @@ Ray cluster shape:
   a cluster that *also* sets the old ``RAY_enable_autoscaler_v2`` env var on the head, and requires
   ``restartPolicy`` ``Never`` (or unset) on every Ray pod with v2: set to ``Never`` explicitly.
 * Every Ray container: requests == limits (Guaranteed QoS), ``/dev/shm`` as a memory ``emptyDir`` (Ray's object
-  store lives there; the container runtime's default is 64 MiB), non-root (the ``rayproject/ray`` user is uid
+  store lives there; the container runtime's default is 64 MiB), non-root (the Ray image's user ``ray`` is uid
   1000, gid 100), no privilege escalation, all capabilities dropped, RuntimeDefault seccomp, a preStop
   ``ray stop`` and a termination grace period so a Spot worker leaves the cluster cleanly. The root filesystem
   of Ray containers stays writable: Ray writes ``/tmp/ray`` and runtime_env installs under ``$HOME``.
@@ -57,6 +57,7 @@ Token (Ray token authentication, Ray >= 2.52):
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any, Sequence
 
@@ -65,7 +66,7 @@ import cdk8s
 from constructs import Construct
 
 import versions
-from charts.k8s import api_object
+from charts.k8s import api_object, image_registry
 from charts.karpenter_nodes import (
     DEFAULT_ON_DEMAND_POOL,
     DEFAULT_SPOT_POOL,
@@ -88,8 +89,6 @@ __all__ = [
     "CPU_GROUP",
     "DASHBOARD_PORT",
     "DASHBOARD_URL",
-    "DEFAULT_RAY_GPU_IMAGE",
-    "DEFAULT_RAY_IMAGE",
     "DEFAULT_TOKEN_NAMESPACES",
     "GCS_PORT",
     "GPU_GROUP",
@@ -103,6 +102,7 @@ __all__ = [
     "TOKEN_KEY",
     "TOKEN_SECRET",
     "RayClusterChart",
+    "RayClusterSettings",
 ]
 
 # ---------------------------------------------------------------------------------------------------------
@@ -125,12 +125,10 @@ CHECKPOINT_PREFIX = "checkpoints"
 CPU_GROUP = "cpu"
 GPU_GROUP = "gpu"
 
-# Ray 2.60.0 on Python 3.11 (DESIGN.md §2). Tag format {ray version}-py{python}-{cpu|gpu}; "-gpu" is the alias of
-# the CUDA build for that Ray release. The image runs as user "ray" (uid 1000, primary group "users", gid 100).
+# The Ray image is the platform's own (images/ray, built as a CDK image asset by the Ray stack): Ray 2.60.0 on
+# Python 3.11 (DESIGN.md §2), the job's pinned packages and the job itself; it runs as user "ray" (uid 1000,
+# primary group "users", gid 100), like the upstream Ray images.
 RAY_VERSION = versions.RAY_VERSION  # one setting for the Ray image, the notebook image and jobs/
-_PY = "py" + versions.RAY_PYTHON_VERSION.replace(".", "")
-DEFAULT_RAY_IMAGE = f"rayproject/ray:{RAY_VERSION}-{_PY}-cpu"
-DEFAULT_RAY_GPU_IMAGE = f"rayproject/ray:{RAY_VERSION}-{_PY}-gpu"
 RAY_UID = 1000
 RAY_GID = 100
 
@@ -281,13 +279,10 @@ def pod_fit_problem(label: str, pool: NodePoolSettings, cpu: int, memory_gib: in
     )
 
 
-class RayClusterChart(cdk8s.Chart):
-    """Namespace ``ray``, service account ``ray``, the token bootstrap Job + RBAC, and ``RayCluster/ray``.
+@dataclasses.dataclass(frozen=True)
+class RayClusterSettings:
+    """The shape of the Ray cluster, validated once when it is built (every problem in one ``ValueError``).
 
-    :param checkpoint_bucket: S3 bucket name for checkpoints/results (a CDK token is fine); exported to every Ray
-        container as ``DF_CHECKPOINT_URI=s3://<bucket>/checkpoints``.
-    :param image: pinned Ray image (tag starting with :data:`RAY_VERSION` for ``rayproject/ray``, or a digest).
-    :param gpu_image: image of the ``gpu`` group (default :data:`DEFAULT_RAY_GPU_IMAGE`); only with ``gpu_pool``.
     :param head_pool: pool of the head and the bootstrap Job; must not allow Spot capacity.
     :param worker_pool: pool of the ``cpu`` worker group.
     :param gpu_pool: pool of the optional ``gpu`` worker group (None: no GPU group); must launch GPU types.
@@ -295,12 +290,109 @@ class RayClusterChart(cdk8s.Chart):
     :param worker_cpu / worker_memory_gib, head_cpu / head_memory_gib, gpu_worker_cpu / gpu_worker_memory_gib /
         gpus_per_worker: per-pod resources (requests == limits); must fit an instance type of the pool.
     :param idle_timeout_seconds: the autoscaler removes a worker idle this long.
-    :param worker_termination_grace_seconds: grace for a worker to run ``ray stop`` (below Spot's 2-minute notice).
+    :param worker_termination_grace_seconds: how long a reclaimed worker has to leave (below Spot's 2-minute notice).
     :param worker_do_not_disrupt: annotate workers ``karpenter.sh/do-not-disrupt`` so that Karpenter's
         consolidation never evicts a busy worker (the Ray autoscaler removes idle ones; the emptied node is then
         consolidated). Spot interruptions still drain the node.
     :param token_namespaces: namespaces that get the Secret ``ray-auth-token`` (must include ``ray``; the others
-        must already exist).
+        must already exist). Stored with ``ray`` first: its Secret is the source of truth for the copies.
+    """
+
+    head_pool: NodePoolSettings = DEFAULT_ON_DEMAND_POOL
+    worker_pool: NodePoolSettings = DEFAULT_SPOT_POOL
+    gpu_pool: NodePoolSettings | None = None
+    max_workers: int = 8
+    worker_cpu: int = 3
+    worker_memory_gib: int = 12
+    head_cpu: int = 2
+    head_memory_gib: int = 8
+    idle_timeout_seconds: int = 120
+    gpu_max_workers: int = 2
+    gpu_worker_cpu: int = 3
+    gpu_worker_memory_gib: int = 12
+    gpus_per_worker: int = 1
+    worker_termination_grace_seconds: int = 90
+    worker_do_not_disrupt: bool = True
+    token_namespaces: Sequence[str] = DEFAULT_TOKEN_NAMESPACES
+
+    def __post_init__(self) -> None:
+        problems = self._problems()
+        if problems:
+            raise ValueError("RayClusterSettings: " + "; ".join(problems))
+        object.__setattr__(self, "token_namespaces",
+                           (NAMESPACE,) + tuple(n for n in self.token_namespaces if n != NAMESPACE))
+
+    @property
+    def has_gpu_group(self) -> bool:
+        return self.gpu_pool is not None
+
+    def _problems(self) -> list[str]:
+        p: list[str] = []
+        pools = {"head_pool": self.head_pool, "worker_pool": self.worker_pool}
+        if self.gpu_pool is not None:
+            pools["gpu_pool"] = self.gpu_pool
+        for label, pool in pools.items():
+            if not isinstance(pool, NodePoolSettings):
+                p.append(f"{label} must be a NodePoolSettings, got {pool!r}")
+        head_pool, worker_pool, gpu_pool = self.head_pool, self.worker_pool, self.gpu_pool
+        if isinstance(head_pool, NodePoolSettings) and "spot" in head_pool.capacity_types:
+            p.append(f"head_pool {head_pool.name!r} allows Spot capacity: the head (GCS, autoscaler, Jobs API) is the "
+                     "cluster's single point of failure and must run on on-demand capacity")
+        if isinstance(worker_pool, NodePoolSettings) and worker_pool.gpu:
+            p.append(f"worker_pool {worker_pool.name!r} can launch GPU instance types: use gpu_pool for GPU workers")
+        if isinstance(gpu_pool, NodePoolSettings) and not gpu_pool.gpu:
+            p.append(f"gpu_pool {gpu_pool.name!r} launches no GPU instance type")
+        for label, value, low, high in (
+            ("max_workers", self.max_workers, 1, 1000),
+            ("idle_timeout_seconds", self.idle_timeout_seconds, 10, 86400),
+            # Below the 2-minute Spot interruption notice.
+            ("worker_termination_grace_seconds", self.worker_termination_grace_seconds, 10, 110),
+        ):
+            if not _is_int(value) or not low <= value <= high:
+                p.append(f"{label} {value!r} must be an integer from {low} to {high}")
+        sizes = [("head", head_pool, self.head_cpu, self.head_memory_gib, 0, True),
+                 ("worker", worker_pool, self.worker_cpu, self.worker_memory_gib, 0, False)]
+        if gpu_pool is not None:
+            if not _is_int(self.gpu_max_workers) or not 1 <= self.gpu_max_workers <= 1000:
+                p.append(f"gpu_max_workers {self.gpu_max_workers!r} must be an integer from 1 to 1000")
+            if not _is_int(self.gpus_per_worker) or self.gpus_per_worker < 1:
+                p.append(f"gpus_per_worker {self.gpus_per_worker!r} must be a positive integer")
+            sizes.append(("gpu_worker", gpu_pool, self.gpu_worker_cpu, self.gpu_worker_memory_gib,
+                          self.gpus_per_worker if _is_int(self.gpus_per_worker) else 0, False))
+        for label, pool, cpu, memory, gpus, sidecar in sizes:
+            bad = False
+            for attr, value in ((f"{label}_cpu", cpu), (f"{label}_memory_gib", memory)):
+                if not _is_int(value) or value < 1:
+                    p.append(f"{attr} {value!r} must be a positive integer")
+                    bad = True
+            if bad or not isinstance(pool, NodePoolSettings):
+                continue
+            problem = pod_fit_problem(label, pool, cpu, memory, gpus=gpus, sidecar=sidecar)
+            if problem:
+                p.append(problem)
+        namespaces = self.token_namespaces
+        if isinstance(namespaces, (str, bytes)) or not isinstance(namespaces, Sequence):
+            p.append(f"token_namespaces must be a sequence of namespace names, got {namespaces!r}")
+        else:
+            bad_names = [n for n in namespaces if not isinstance(n, str) or not _DNS1123_LABEL_RE.match(n) or len(n) > 63]
+            if bad_names:
+                p.append(f"token_namespaces {bad_names} are not valid namespace names (DNS labels)")
+            if len(set(namespaces)) != len(namespaces):
+                p.append(f"token_namespaces has duplicates: {list(namespaces)}")
+            if NAMESPACE not in namespaces:
+                p.append(f"token_namespaces {list(namespaces)} must include {NAMESPACE!r} (the RayCluster reads the Secret there)")
+        return p
+
+
+class RayClusterChart(cdk8s.Chart):
+    """Namespace ``ray``, service account ``ray``, the token bootstrap Job + RBAC, and ``RayCluster/ray``.
+
+    :param settings: the cluster's shape (:class:`RayClusterSettings`, already validated).
+    :param checkpoint_bucket: S3 bucket name for checkpoints/results (a CDK token is fine); exported to every Ray
+        container as ``DF_CHECKPOINT_URI=s3://<bucket>/checkpoints``.
+    :param image: the Ray image (head, ``cpu`` workers, autoscaler, bootstrap Job): in practice the platform's own
+        image asset (a CDK token); a literal must be pinned (tag or digest) and must not come from Docker Hub.
+    :param gpu_image: image of the ``gpu`` group; required exactly when ``settings`` has a GPU pool.
     """
 
     def __init__(
@@ -308,53 +400,20 @@ class RayClusterChart(cdk8s.Chart):
         scope: Construct,
         construct_id: str,
         *,
+        settings: RayClusterSettings,
         checkpoint_bucket: str,
-        image: str = DEFAULT_RAY_IMAGE,
+        image: str,
         gpu_image: str | None = None,
-        head_pool: NodePoolSettings = DEFAULT_ON_DEMAND_POOL,
-        worker_pool: NodePoolSettings = DEFAULT_SPOT_POOL,
-        gpu_pool: NodePoolSettings | None = None,
-        max_workers: int = 8,
-        worker_cpu: int = 3,
-        worker_memory_gib: int = 12,
-        head_cpu: int = 2,
-        head_memory_gib: int = 8,
-        idle_timeout_seconds: int = 120,
-        token_namespaces: Sequence[str] = DEFAULT_TOKEN_NAMESPACES,
-        gpu_max_workers: int = 2,
-        gpu_worker_cpu: int = 3,
-        gpu_worker_memory_gib: int = 12,
-        gpus_per_worker: int = 1,
-        worker_termination_grace_seconds: int = 90,
-        worker_do_not_disrupt: bool = True,
     ) -> None:
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
-        if gpu_pool is not None and gpu_image is None:
-            gpu_image = DEFAULT_RAY_GPU_IMAGE
-        namespaces = self._validate(
-            checkpoint_bucket=checkpoint_bucket,
-            image=image,
-            gpu_image=gpu_image,
-            head_pool=head_pool,
-            worker_pool=worker_pool,
-            gpu_pool=gpu_pool,
-            max_workers=max_workers,
-            worker_cpu=worker_cpu,
-            worker_memory_gib=worker_memory_gib,
-            head_cpu=head_cpu,
-            head_memory_gib=head_memory_gib,
-            idle_timeout_seconds=idle_timeout_seconds,
-            token_namespaces=token_namespaces,
-            gpu_max_workers=gpu_max_workers,
-            gpu_worker_cpu=gpu_worker_cpu,
-            gpu_worker_memory_gib=gpu_worker_memory_gib,
-            gpus_per_worker=gpus_per_worker,
-            worker_termination_grace_seconds=worker_termination_grace_seconds,
-        )
+        self._validate(settings=settings, checkpoint_bucket=checkpoint_bucket, image=image, gpu_image=gpu_image)
+        self.settings = settings
+        namespaces = settings.token_namespaces
         self.token_namespaces = namespaces
         self.checkpoint_uri = f"s3://{checkpoint_bucket}/{CHECKPOINT_PREFIX}"
         self._image = image
-        self._head_pool = head_pool
+        self._gpu_image = gpu_image
+        self._head_pool = settings.head_pool
 
         self.namespace_object = api_object(
             self,
@@ -389,25 +448,7 @@ class RayClusterChart(cdk8s.Chart):
                 "apiVersion": "ray.io/v1",
                 "kind": "RayCluster",
                 "metadata": {"name": CLUSTER_NAME, "namespace": NAMESPACE},
-                "spec": self._ray_cluster_spec(
-                    image=image,
-                    gpu_image=gpu_image,
-                    head_pool=head_pool,
-                    worker_pool=worker_pool,
-                    gpu_pool=gpu_pool,
-                    max_workers=max_workers,
-                    worker_cpu=worker_cpu,
-                    worker_memory_gib=worker_memory_gib,
-                    head_cpu=head_cpu,
-                    head_memory_gib=head_memory_gib,
-                    idle_timeout_seconds=idle_timeout_seconds,
-                    gpu_max_workers=gpu_max_workers,
-                    gpu_worker_cpu=gpu_worker_cpu,
-                    gpu_worker_memory_gib=gpu_worker_memory_gib,
-                    gpus_per_worker=gpus_per_worker,
-                    worker_grace=worker_termination_grace_seconds,
-                    worker_do_not_disrupt=worker_do_not_disrupt,
-                ),
+                "spec": self._ray_cluster_spec(),
             },
         )
         self._in_namespace(self.ray_cluster)
@@ -426,98 +467,26 @@ class RayClusterChart(cdk8s.Chart):
     # -- validation ----------------------------------------------------------------------------------------
 
     @staticmethod
-    def _validate(
-        *,
-        checkpoint_bucket,
-        image,
-        gpu_image,
-        head_pool,
-        worker_pool,
-        gpu_pool,
-        max_workers,
-        worker_cpu,
-        worker_memory_gib,
-        head_cpu,
-        head_memory_gib,
-        idle_timeout_seconds,
-        token_namespaces,
-        gpu_max_workers,
-        gpu_worker_cpu,
-        gpu_worker_memory_gib,
-        gpus_per_worker,
-        worker_termination_grace_seconds,
-    ) -> tuple[str, ...]:
+    def _validate(*, settings, checkpoint_bucket, image, gpu_image) -> None:
         p: list[str] = []
+        if not isinstance(settings, RayClusterSettings):
+            p.append(f"settings must be a RayClusterSettings, got {settings!r}")
         if not isinstance(checkpoint_bucket, str) or not checkpoint_bucket:
             p.append("checkpoint_bucket must be a non-empty bucket name (a CDK token is fine)")
         elif not cdk.Token.is_unresolved(checkpoint_bucket) and (
             not _BUCKET_RE.match(checkpoint_bucket) or ".." in checkpoint_bucket
         ):
             p.append(f"checkpoint_bucket {checkpoint_bucket!r} is not a valid S3 bucket name")
-        for label, value in (("image", image), ("gpu_image", gpu_image)):
-            if value is None and label == "gpu_image":
-                continue
-            p.extend(_image_problems(label, value))
-        if gpu_image is not None and gpu_pool is None:
-            p.append("gpu_image is set but gpu_pool is None (no GPU group to use it)")
-        pools = {"head_pool": head_pool, "worker_pool": worker_pool}
-        if gpu_pool is not None:
-            pools["gpu_pool"] = gpu_pool
-        for label, pool in pools.items():
-            if not isinstance(pool, NodePoolSettings):
-                p.append(f"{label} must be a NodePoolSettings, got {pool!r}")
-        if isinstance(head_pool, NodePoolSettings) and "spot" in head_pool.capacity_types:
-            p.append(f"head_pool {head_pool.name!r} allows Spot capacity: the head (GCS, autoscaler, Jobs API) is the "
-                     "cluster's single point of failure and must run on on-demand capacity")
-        if isinstance(worker_pool, NodePoolSettings) and worker_pool.gpu:
-            p.append(f"worker_pool {worker_pool.name!r} can launch GPU instance types: use gpu_pool for GPU workers")
-        if isinstance(gpu_pool, NodePoolSettings) and not gpu_pool.gpu:
-            p.append(f"gpu_pool {gpu_pool.name!r} launches no GPU instance type")
-        for label, value, low, high in (
-            ("max_workers", max_workers, 1, 1000),
-            ("idle_timeout_seconds", idle_timeout_seconds, 10, 86400),
-            # Below the 2-minute Spot interruption notice.
-            ("worker_termination_grace_seconds", worker_termination_grace_seconds, 10, 110),
-        ):
-            if not _is_int(value) or not low <= value <= high:
-                p.append(f"{label} {value!r} must be an integer from {low} to {high}")
-        sizes = [("head", head_pool, head_cpu, head_memory_gib, 0, _AUTOSCALER_CPU_CORES, _AUTOSCALER_MEMORY_GIB),
-                 ("worker", worker_pool, worker_cpu, worker_memory_gib, 0, 0.0, 0.0)]
-        if gpu_pool is not None:
-            if not _is_int(gpu_max_workers) or not 1 <= gpu_max_workers <= 1000:
-                p.append(f"gpu_max_workers {gpu_max_workers!r} must be an integer from 1 to 1000")
-            if not _is_int(gpus_per_worker) or gpus_per_worker < 1:
-                p.append(f"gpus_per_worker {gpus_per_worker!r} must be a positive integer")
-            sizes.append(("gpu_worker", gpu_pool, gpu_worker_cpu, gpu_worker_memory_gib,
-                          gpus_per_worker if _is_int(gpus_per_worker) else 0, 0.0, 0.0))
-        for label, pool, cpu, memory, gpus, extra_cpu, extra_mem in sizes:
-            bad = False
-            for attr, value in ((f"{label}_cpu", cpu), (f"{label}_memory_gib", memory)):
-                if not _is_int(value) or value < 1:
-                    p.append(f"{attr} {value!r} must be a positive integer")
-                    bad = True
-            if bad or not isinstance(pool, NodePoolSettings):
-                continue
-            problem = pod_fit_problem(label, pool, cpu, memory, gpus=gpus, sidecar=bool(extra_cpu))
-            if problem:
-                p.append(problem)
-        namespaces: tuple[str, ...] = ()
-        if isinstance(token_namespaces, (str, bytes)) or not isinstance(token_namespaces, Sequence):
-            p.append(f"token_namespaces must be a sequence of namespace names, got {token_namespaces!r}")
-        else:
-            namespaces = tuple(token_namespaces)
-            bad_names = [n for n in namespaces if not isinstance(n, str) or not _DNS1123_LABEL_RE.match(n) or len(n) > 63]
-            if bad_names:
-                p.append(f"token_namespaces {bad_names} are not valid namespace names (DNS labels)")
-            if len(set(namespaces)) != len(namespaces):
-                p.append(f"token_namespaces has duplicates: {list(namespaces)}")
-            if NAMESPACE not in namespaces:
-                p.append(f"token_namespaces {list(namespaces)} must include {NAMESPACE!r} (the RayCluster reads the Secret there)")
-            # The reference namespace first: its Secret is the source of truth for the copies.
-            namespaces = (NAMESPACE,) + tuple(n for n in namespaces if n != NAMESPACE)
+        p.extend(_image_problems("image", image))
+        has_gpu = isinstance(settings, RayClusterSettings) and settings.has_gpu_group
+        if gpu_image is not None:
+            p.extend(_image_problems("gpu_image", gpu_image))
+            if not has_gpu:
+                p.append("gpu_image is set but the settings have no gpu_pool (no GPU group to use it)")
+        elif has_gpu:
+            p.append("gpu_image is required with a gpu_pool (the GPU group runs the CUDA build of the Ray image)")
         if p:
             raise ValueError("RayClusterChart: " + "; ".join(p))
-        return namespaces
 
     # -- token bootstrap -----------------------------------------------------------------------------------
 
@@ -621,27 +590,11 @@ class RayClusterChart(cdk8s.Chart):
 
     # -- RayCluster ----------------------------------------------------------------------------------------
 
-    def _ray_cluster_spec(
-        self,
-        *,
-        image,
-        gpu_image,
-        head_pool,
-        worker_pool,
-        gpu_pool,
-        max_workers,
-        worker_cpu,
-        worker_memory_gib,
-        head_cpu,
-        head_memory_gib,
-        idle_timeout_seconds,
-        gpu_max_workers,
-        gpu_worker_cpu,
-        gpu_worker_memory_gib,
-        gpus_per_worker,
-        worker_grace,
-        worker_do_not_disrupt,
-    ) -> dict[str, Any]:
+    def _ray_cluster_spec(self) -> dict[str, Any]:
+        st = self.settings
+        image, gpu_image = self._image, self._gpu_image
+        head_cpu, head_memory_gib, head_pool = st.head_cpu, st.head_memory_gib, st.head_pool
+        worker_grace = st.worker_termination_grace_seconds
         head_container = self._ray_container(
             "ray-head", image, head_cpu, head_memory_gib,
             ports=[
@@ -656,23 +609,24 @@ class RayClusterChart(cdk8s.Chart):
             annotations={"karpenter.sh/do-not-disrupt": "true"},
             automount_token=True,  # the autoscaler sidecar patches the RayCluster through the API server
         )
-        worker_annotations = {"karpenter.sh/do-not-disrupt": "true"} if worker_do_not_disrupt else {}
+        worker_annotations = {"karpenter.sh/do-not-disrupt": "true"} if st.worker_do_not_disrupt else {}
         worker_groups = [
             self._worker_group(
-                CPU_GROUP, max_workers,
+                CPU_GROUP, st.max_workers,
                 self._pod_template(
-                    self._ray_container("ray-worker", image, worker_cpu, worker_memory_gib),
-                    worker_pool, memory_gib=worker_memory_gib, grace=worker_grace, annotations=worker_annotations,
+                    self._ray_container("ray-worker", image, st.worker_cpu, st.worker_memory_gib),
+                    st.worker_pool, memory_gib=st.worker_memory_gib, grace=worker_grace, annotations=worker_annotations,
                 ),
             )
         ]
-        if gpu_pool is not None:
+        if st.gpu_pool is not None:
             worker_groups.append(
                 self._worker_group(
-                    GPU_GROUP, gpu_max_workers,
+                    GPU_GROUP, st.gpu_max_workers,
                     self._pod_template(
-                        self._ray_container("ray-worker", gpu_image, gpu_worker_cpu, gpu_worker_memory_gib, gpus=gpus_per_worker),
-                        gpu_pool, memory_gib=gpu_worker_memory_gib, grace=worker_grace, annotations=worker_annotations,
+                        self._ray_container("ray-worker", gpu_image, st.gpu_worker_cpu, st.gpu_worker_memory_gib,
+                                            gpus=st.gpus_per_worker),
+                        st.gpu_pool, memory_gib=st.gpu_worker_memory_gib, grace=worker_grace, annotations=worker_annotations,
                     ),
                 )
             )
@@ -682,7 +636,7 @@ class RayClusterChart(cdk8s.Chart):
             "enableInTreeAutoscaling": True,
             "autoscalerOptions": {
                 "version": "v2",  # do NOT also set RAY_enable_autoscaler_v2 on the head: KubeRay 1.7 rejects both
-                "idleTimeoutSeconds": idle_timeout_seconds,
+                "idleTimeoutSeconds": st.idle_timeout_seconds,
                 "upscalingMode": "Default",
                 "imagePullPolicy": "IfNotPresent",
                 "resources": {
@@ -754,8 +708,13 @@ class RayClusterChart(cdk8s.Chart):
 
 
 def _image_problems(label: str, image: Any) -> list[str]:
+    if isinstance(image, str) and cdk.Token.is_unresolved(image):
+        return []  # the image asset's URI: an ECR repository of the account, resolved at deploy time
     if not isinstance(image, str) or not image or not _IMAGE_RE.match(image):
         return [f"{label} {image!r} is not a valid image reference"]
+    if image_registry(image) == "docker.io":
+        return [f"{label} {image!r} comes from Docker Hub, which rate-limits anonymous pulls per IP address (every "
+                "node here pulls through the NAT's): use the platform's image asset or a registry such as ECR"]
     name, _, tag = image.split("@", 1)[0].rpartition(":")
     if "/" in tag or not name:  # "host:port/repo" without a tag
         name, tag = image.split("@", 1)[0], ""
@@ -763,7 +722,8 @@ def _image_problems(label: str, image: Any) -> list[str]:
         return []
     if not tag or tag in _UNPINNED_TAGS or tag.startswith(tuple(f"{t}-" for t in _UNPINNED_TAGS)):
         return [f"{label} {image!r} must be pinned to a release tag (or a digest), not latest/nightly/untagged"]
-    if name.endswith("rayproject/ray") and not tag.startswith(f"{RAY_VERSION}-{_PY}"):
-        return [f"{label} {image!r} must run Ray {RAY_VERSION} on Python {versions.RAY_PYTHON_VERSION} (tag '{RAY_VERSION}-{_PY}-...'), "
-                "like the notebook image and jobs/"]
+    py = "py" + versions.RAY_PYTHON_VERSION.replace(".", "")
+    if name.endswith("rayproject/ray") and not tag.startswith(f"{RAY_VERSION}-{py}"):  # a mirror of upstream's image
+        return [f"{label} {image!r} must run Ray {RAY_VERSION} on Python {versions.RAY_PYTHON_VERSION} "
+                f"(tag '{RAY_VERSION}-{py}-...'), like the notebook image and jobs/"]
     return []

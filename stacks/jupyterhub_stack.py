@@ -15,7 +15,6 @@ config change can alter.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import aws_cdk as cdk
@@ -27,6 +26,7 @@ from constructs import Construct
 
 import versions
 from cdk_constructs.helm import pinned_chart
+from cdk_constructs.image_asset import repo_image_asset
 from cdk_constructs.pod_identity import PodIdentityRole
 from charts import jupyterhub_values as jh
 from charts import karpenter_nodes as kn
@@ -34,7 +34,6 @@ from charts import oauth_secret_bootstrap as oauth
 from charts.k8s import cdk8s_app
 from charts.storage import DEFAULT_STORAGE_CLASS, RETAIN_STORAGE_CLASS
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = jh.JUPYTERHUB_NAMESPACE
 
 
@@ -53,22 +52,13 @@ def cognito_domain_prefix(stack: cdk.Stack, explicit: str = "") -> str:
 
 
 def notebook_image_asset(scope: Construct) -> ecr_assets.DockerImageAsset:
-    """The notebook image, built from images/notebook at deploy time with the pinned Ray and Python.
-
-    Synthesis only stages the build context; Docker is needed where the asset is published
-    (`cdk deploy`, or the pipeline's asset stage), never at synth or test time.
-    """
-    return ecr_assets.DockerImageAsset(
+    """The notebook image, built from images/notebook at deploy time with the pinned Ray and Python."""
+    return repo_image_asset(
         scope,
         "NotebookImage",
-        directory=str(REPO_ROOT),
-        file="images/notebook/Dockerfile",
+        dockerfile="images/notebook/Dockerfile",
+        context_dirs=["images/notebook", "jobs", "notebooks"],
         build_args={"RAY_VERSION": versions.RAY_VERSION, "PYTHON_VERSION": versions.RAY_PYTHON_VERSION},
-        exclude=["*", "!images", "!images/notebook", "!images/notebook/**", "!jobs", "!jobs/**",
-                 "!notebooks", "!notebooks/**", "**/__pycache__", "**/.ipynb_checkpoints",
-                 # Dotfiles never travel (a developer's .npmrc or .env at the repo root): the last patterns win.
-                 ".*", "**/.*"],
-        platform=ecr_assets.Platform.LINUX_AMD64,
     )
 
 

@@ -13,12 +13,14 @@ from typing import Any, Sequence
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 import versions
 from cdk_constructs.helm import pinned_chart
+from cdk_constructs.image_asset import repo_image_asset
 from cdk_constructs.ray_storage import RayStorage
 from cdk_constructs.validation_runner import ValidationRunner
 from charts import karpenter_nodes as kn
@@ -41,6 +43,24 @@ def kuberay_operator_values() -> dict[str, Any]:
     }
 
 
+def ray_image_asset(scope: Construct, construct_id: str, *, xgboost_package: str) -> ecr_assets.DockerImageAsset:
+    """The platform's Ray image (images/ray/Dockerfile) with the pins of versions.py and jobs/requirements.txt;
+    ``xgboost_package``: ``xgboost-cpu``, or ``xgboost`` (the CUDA build) for the GPU group."""
+    return repo_image_asset(
+        scope,
+        construct_id,
+        dockerfile="images/ray/Dockerfile",
+        context_dirs=["images/ray", "jobs"],
+        build_args={
+            "BASE_IMAGE": versions.RAY_IMAGE_BASE,
+            "PYTHON_VERSION": versions.RAY_PYTHON_VERSION,
+            "RAY_VERSION": versions.RAY_VERSION,
+            "XGBOOST_VERSION": versions.XGBOOST_VERSION,
+            "XGBOOST_PACKAGE": xgboost_package,
+        },
+    )
+
+
 class RayStack(cdk.Stack):
     def __init__(
         self,
@@ -51,19 +71,7 @@ class RayStack(cdk.Stack):
         cluster_name: str,
         vpc: ec2.IVpc,
         kubernetes_version: str,
-        head_pool: kn.NodePoolSettings,
-        worker_pool: kn.NodePoolSettings,
-        gpu_pool: kn.NodePoolSettings | None,
-        head_cpu: int,
-        head_memory_gib: int,
-        max_workers: int,
-        worker_cpu: int,
-        worker_memory_gib: int,
-        gpu_max_workers: int,
-        gpu_worker_cpu: int,
-        gpu_worker_memory_gib: int,
-        gpus_per_worker: int,
-        idle_timeout_seconds: int,
+        ray_cluster: rc.RayClusterSettings,
         checkpoint_retention_days: int,
         validation_args: Sequence[str],
         encryption_key: kms.IKey,
@@ -103,23 +111,17 @@ class RayStack(cdk.Stack):
         )
         notebook_namespace.node.find_child("Resource").apply_removal_policy(cdk.RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE)
 
+        # The Ray image, built at deploy time; the GPU variant (CUDA XGBoost) only when there is a GPU group.
+        self.image = ray_image_asset(self, "RayImage", xgboost_package="xgboost-cpu")
+        self.gpu_image = (ray_image_asset(self, "RayGpuImage", xgboost_package="xgboost")
+                          if ray_cluster.has_gpu_group else None)
         chart = rc.RayClusterChart(
             cdk8s_app(),
             "ray",
+            settings=ray_cluster,
             checkpoint_bucket=self.storage.bucket.bucket_name,
-            head_pool=head_pool,
-            worker_pool=worker_pool,
-            gpu_pool=gpu_pool if gpu_max_workers > 0 else None,
-            max_workers=max_workers,
-            worker_cpu=worker_cpu,
-            worker_memory_gib=worker_memory_gib,
-            head_cpu=head_cpu,
-            head_memory_gib=head_memory_gib,
-            idle_timeout_seconds=idle_timeout_seconds,
-            gpu_max_workers=max(gpu_max_workers, 1),
-            gpu_worker_cpu=gpu_worker_cpu,
-            gpu_worker_memory_gib=gpu_worker_memory_gib,
-            gpus_per_worker=gpus_per_worker,
+            image=self.image.image_uri,
+            gpu_image=self.gpu_image.image_uri if self.gpu_image else None,
         )
         self.ray_cluster = eks.KubernetesManifest(
             self, "RayCluster", cluster=cluster, manifest=chart.to_json(), prune=True

@@ -23,3 +23,12 @@ def test_the_runner_and_image_assets_hold_only_their_sources(platform):
     tops = {frozenset(p.name for p in d.iterdir()) for d in _staged_dirs(platform)}
     assert frozenset({"jobs"}) in tops  # the validation runner's job source
     assert frozenset({"images", "jobs", "notebooks"}) in tops  # the notebook image's build context
+    assert frozenset({"images", "jobs"}) in tops  # the Ray image's build context
+
+
+def test_each_image_context_holds_only_its_own_dockerfile_directory(platform):
+    """The Ray image's context carries images/ray (not the notebook's files) and the notebook's carries
+    images/notebook: a change to one image does not rebuild, re-upload and re-pull the other."""
+    contexts = {frozenset(p.name for p in (d / "images").iterdir())
+                for d in _staged_dirs(platform) if (d / "images").is_dir()}
+    assert contexts == {frozenset({"ray"}), frozenset({"notebook"})}

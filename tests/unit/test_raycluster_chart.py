@@ -29,8 +29,6 @@ from charts.raycluster import (
     CLIENT_PORT,
     CLUSTER_NAME,
     DASHBOARD_PORT,
-    DEFAULT_RAY_GPU_IMAGE,
-    DEFAULT_RAY_IMAGE,
     GCS_PORT,
     HEAD_SERVICE,
     KUBERAY_TOKEN_KEY,
@@ -41,18 +39,31 @@ from charts.raycluster import (
     TOKEN_KEY,
     TOKEN_SECRET,
     RayClusterChart,
+    RayClusterSettings,
 )
 from tests.support.k8s_schema import CrdValidator, load_crd
 
 SCHEMAS = pathlib.Path(__file__).resolve().parents[2] / "schemas" / "kuberay"
 RAYCLUSTER_CRD = SCHEMAS / "ray.io_rayclusters.yaml"
 BUCKET = "df-unit-ray-checkpoints"
+# Literal stand-ins for the stack's image assets (ECR URIs; the stack passes CDK tokens).
+IMAGE = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/ray:{RAY_VERSION}-cpu"
+GPU_IMAGE = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/ray:{RAY_VERSION}-gpu"
+_SETTINGS = {f.name for f in dataclasses.fields(RayClusterSettings)}
+
+
+def _chart(app, construct_id: str, **kwargs) -> RayClusterChart:
+    """The chart from flat keyword arguments: the settings' fields go to RayClusterSettings, the rest to the
+    chart; a GPU pool gets the GPU image unless the call names one."""
+    settings = RayClusterSettings(**{k: v for k, v in kwargs.items() if k in _SETTINGS})
+    chart_args = {"checkpoint_bucket": BUCKET, "image": IMAGE,
+                  **({"gpu_image": GPU_IMAGE} if settings.has_gpu_group else {}),
+                  **{k: v for k, v in kwargs.items() if k not in _SETTINGS}}
+    return RayClusterChart(app, construct_id, settings=settings, **chart_args)
 
 
 def _synth(**kwargs) -> list[dict]:
-    app = cdk8s.Testing.app()
-    chart = RayClusterChart(app, "ray", **{"checkpoint_bucket": BUCKET, **kwargs})
-    return cdk8s.Testing.synth(chart)
+    return cdk8s.Testing.synth(_chart(cdk8s.Testing.app(), "ray", **kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +173,7 @@ def test_contract_constants():
     assert HEAD_SERVICE == "ray-head-svc"
     assert (DASHBOARD_PORT, GCS_PORT, CLIENT_PORT) == (8265, 6379, 10001)
     assert (TOKEN_SECRET, TOKEN_KEY) == ("ray-auth-token", "token")
-    assert DEFAULT_RAY_IMAGE == f"rayproject/ray:{RAY_VERSION}-py311-cpu" and RAY_VERSION == "2.60.0"
+    assert RAY_VERSION == "2.60.0"
 
 
 # ------------------------------------------------------------------ cluster shape
@@ -342,7 +353,7 @@ def test_gpu_group_with_limits_toleration_and_gpu_image(gpu_manifests):
     assert {"key": "nvidia.com/gpu", "operator": "Equal", "value": "true", "effect": "NoSchedule"} in spec["tolerations"]
     res = spec["containers"][0]["resources"]
     assert res["limits"]["nvidia.com/gpu"] == res["requests"]["nvidia.com/gpu"] == "1"
-    assert spec["containers"][0]["image"] == DEFAULT_RAY_GPU_IMAGE
+    assert spec["containers"][0]["image"] == GPU_IMAGE
     assert "nvidia.com/gpu" not in _groups(gpu_manifests)["cpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
 
 
@@ -393,7 +404,7 @@ def test_bootstrap_job_uses_the_ray_image_hardened_on_on_demand_nodes(default_ma
     job = _one(default_manifests, "Job")
     pod = job["spec"]["template"]["spec"]
     (c,) = pod["containers"]
-    assert c["image"] == DEFAULT_RAY_IMAGE
+    assert c["image"] == IMAGE
     assert c["command"][:2] == ["python", "-c"] and c["command"][2] == BOOTSTRAP_SCRIPT
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["serviceAccountName"] == "ray-token-bootstrap"
@@ -512,11 +523,16 @@ def test_bootstrap_fails_loudly_on_a_diverging_copy(fake_api):
     [
         ({"checkpoint_bucket": ""}, "checkpoint_bucket"),
         ({"checkpoint_bucket": "Bad_Bucket"}, "not a valid S3 bucket name"),
-        ({"image": "rayproject/ray:latest"}, "pinned"),
-        ({"image": "rayproject/ray"}, "pinned"),
-        ({"image": "rayproject/ray:2.41.0-py311-cpu"}, "Ray 2.60.0"),
-        ({"image": "rayproject/ray:2.60.0-py39-cpu"}, "Python 3.11"),
-        ({"gpu_image": DEFAULT_RAY_GPU_IMAGE}, "gpu_pool is None"),
+        ({"image": "rayproject/ray:2.60.0-py311-cpu"}, "Docker Hub"),
+        ({"image": "docker.io/rayproject/ray:2.60.0-py311-cpu"}, "Docker Hub"),
+        ({"image": "registry-1.docker.io/library/python:3.11"}, "Docker Hub"),
+        ({"image": "python:3.11"}, "Docker Hub"),
+        ({"image": "quay.io/example/ray:latest"}, "pinned"),
+        ({"image": "quay.io/example/ray"}, "pinned"),
+        ({"image": "quay.io/mirror/rayproject/ray:2.41.0-py311-cpu"}, "Ray 2.60.0"),
+        ({"image": "quay.io/mirror/rayproject/ray:2.60.0-py39-cpu"}, "Python 3.11"),
+        ({"gpu_image": GPU_IMAGE}, "no gpu_pool"),
+        ({"gpu_pool": DEFAULT_GPU_POOL, "gpu_image": None}, "gpu_image is required"),
         ({"head_pool": DEFAULT_SPOT_POOL}, "Spot"),
         ({"worker_pool": DEFAULT_GPU_POOL}, "use gpu_pool"),
         ({"gpu_pool": DEFAULT_SPOT_POOL}, "no GPU instance type"),
@@ -538,10 +554,14 @@ def test_bootstrap_fails_loudly_on_a_diverging_copy(fake_api):
 )
 def test_bad_arguments_raise_a_clear_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        RayClusterChart(cdk8s.Testing.app(), "bad", **{"checkpoint_bucket": BUCKET, **kwargs})
+        _chart(cdk8s.Testing.app(), "bad", **kwargs)
 
 
 def test_every_problem_is_reported_at_once():
     with pytest.raises(ValueError) as err:
-        RayClusterChart(cdk8s.Testing.app(), "bad", checkpoint_bucket="", max_workers=0, head_pool=DEFAULT_SPOT_POOL)
-    assert all(word in str(err.value) for word in ("checkpoint_bucket", "max_workers", "Spot"))
+        RayClusterSettings(max_workers=0, head_pool=DEFAULT_SPOT_POOL, worker_cpu=0)
+    assert all(word in str(err.value) for word in ("worker_cpu", "max_workers", "Spot"))
+    with pytest.raises(ValueError) as err:
+        RayClusterChart(cdk8s.Testing.app(), "bad", settings=RayClusterSettings(), checkpoint_bucket="",
+                        image="rayproject/ray:2.60.0-py311-cpu")
+    assert all(word in str(err.value) for word in ("checkpoint_bucket", "Docker Hub"))

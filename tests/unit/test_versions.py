@@ -95,3 +95,36 @@ def test_every_pinned_addon_build_is_offered_by_eks_for_its_kubernetes_version()
             if build not in offered:
                 missing.append(f"{addon} {build} for Kubernetes {minor} (offered: {sorted(offered)[-3:]})")
     assert missing == []
+
+
+def test_the_ray_image_base_is_the_pinned_python_from_ecr_public():
+    from charts.k8s import image_registry
+
+    assert image_registry(versions.RAY_IMAGE_BASE) == "public.ecr.aws"
+    tag = versions.RAY_IMAGE_BASE.rsplit(":", 1)[1]
+    assert re.match(rf"^{re.escape(versions.RAY_PYTHON_VERSION)}\.\d+-slim", tag), tag  # a patch release
+
+
+def test_the_job_requirements_pin_the_platforms_ray_and_xgboost():
+    """The Ray image installs jobs/requirements.txt; local runs use requirements-dev.txt's CPU wheel."""
+    assert _requirement("ray[default,train]", "jobs/requirements.txt") == versions.RAY_VERSION
+    assert _requirement("xgboost", "jobs/requirements.txt") == versions.XGBOOST_VERSION
+    assert _requirement("xgboost-cpu", "requirements-dev.txt") == versions.XGBOOST_VERSION
+
+
+def test_every_image_asset_passes_exactly_the_build_arguments_its_dockerfile_declares(any_platform):
+    """A build argument the Dockerfile does not declare is ignored by Docker, and a declared one without a value
+    builds with an empty version: either way the image would not carry the pins of versions.py."""
+    images = {}
+    for path in any_platform.outdir.rglob("*.assets.json"):
+        for asset in json.loads(path.read_text()).get("dockerImages", {}).values():
+            images[asset["source"]["dockerFile"]] = asset["source"].get("dockerBuildArgs", {})
+    assert {"images/ray/Dockerfile", "images/notebook/Dockerfile"} <= set(images)
+    for dockerfile, args in images.items():
+        text = (ROOT / dockerfile).read_text()
+        declared = set(re.findall(r"^ARG\s+([A-Z_]+)", text, re.MULTILINE))
+        defaulted = set(re.findall(r"^ARG\s+([A-Z_]+)=", text, re.MULTILINE))
+        assert declared - defaulted <= set(args) <= declared, dockerfile
+        assert args.get("RAY_VERSION") == versions.RAY_VERSION and args.get("PYTHON_VERSION") == versions.RAY_PYTHON_VERSION
+    ray = images["images/ray/Dockerfile"]
+    assert ray["BASE_IMAGE"] == versions.RAY_IMAGE_BASE and ray["XGBOOST_VERSION"] == versions.XGBOOST_VERSION
