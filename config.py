@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 import versions
 from charts import karpenter_nodes as kn
+from charts import log_shipping
 
 CONTEXT_KEY = "platform"
 CDK_JSON = Path(__file__).resolve().parent / "cdk.json"
@@ -579,6 +580,20 @@ class CostConfig(_Model):
         return value
 
 
+class LogsConfig(_Model):
+    """Logs that outlive their pods (charts/log_shipping.py): how long CloudWatch Logs keeps them."""
+
+    retention_days: int = log_shipping.DEFAULT_RETENTION_DAYS
+
+    @field_validator("retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if value not in log_shipping.RETENTION_DAYS_ALLOWED:
+            allowed = ", ".join(str(d) for d in log_shipping.RETENTION_DAYS_ALLOWED)
+            raise ValueError(f"must be one of the retention periods CloudWatch Logs accepts, in days: {allowed}")
+        return value
+
+
 class PlatformConfig(_Model):
     cluster: ClusterConfig = ClusterConfig()
     network: NetworkConfig = NetworkConfig()
@@ -587,6 +602,7 @@ class PlatformConfig(_Model):
     jupyterhub: JupyterHubConfig = JupyterHubConfig()
     pipeline: PipelineConfig = PipelineConfig()
     cost: CostConfig = CostConfig()
+    logs: LogsConfig = LogsConfig()
     tags: dict[str, str] = Field(default_factory=lambda: {"project": "dynamic-factory"})
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ from stacks.cluster_stack import ClusterStack, system_pool
 from stacks.jupyterhub_stack import JupyterHubStack
 from stacks.karpenter_stack import KarpenterStack
 from stacks.network_stack import NetworkStack
+from stacks.observability_stack import ObservabilityStack
 from stacks.ray_stack import RayStack
 
 
@@ -85,6 +86,19 @@ class PlatformStage(cdk.Stage):
         # Karpenter runs on the system nodes and needs the Pod Identity agent and CoreDNS.
         self.karpenter.add_stack_dependency(self.cluster)
 
+        self.observability = ObservabilityStack(
+            self,
+            "Observability",
+            stack_name=f"{name}-observability",
+            description=f"Dynamic Factory {name}: Ray and JupyterHub logs kept in CloudWatch Logs (Fluent Bit)",
+            cluster=self.cluster.cluster,
+            cluster_name=name,
+            encryption_key=self.cluster.key,
+            retention_days=config.logs.retention_days,
+        )
+        # Fluent Bit runs on the cluster's nodes, with the cluster's key and Pod Identity agent.
+        self.observability.add_stack_dependency(self.cluster)
+
         ray_cfg, pools = config.ray, {p.name: p for p in config.karpenter.node_pools()}
         # The system node group, usable as a placement for long-lived singletons (Ray head, hub).
         pools["system"] = system_pool(cluster_cfg.system_nodes.instance_type, cluster_cfg.system_nodes.min_size)
@@ -126,6 +140,8 @@ class PlatformStage(cdk.Stage):
         )
         # The head and the workers are scheduled onto Karpenter's node pools.
         self.ray.add_stack_dependency(self.karpenter)
+        # The Ray pods' logs are shipped from their first line (and, on destroy, to their last).
+        self.ray.add_stack_dependency(self.observability)
 
         hub = config.jupyterhub
         self.jupyterhub = JupyterHubStack(
@@ -151,6 +167,8 @@ class PlatformStage(cdk.Stage):
         )
         # Notebooks need the Ray head, its token copy and the jupyterhub namespace.
         self.jupyterhub.add_stack_dependency(self.ray)
+        # The hub's and the notebooks' logs are shipped from their first line (and, on destroy, to their last).
+        self.jupyterhub.add_stack_dependency(self.observability)
 
         for key, value in config.tags.items():
             cdk.Tags.of(self).add(key, value)
@@ -161,4 +179,4 @@ class PlatformStage(cdk.Stage):
 
     @property
     def stacks(self) -> list[cdk.Stack]:
-        return [self.network, self.cluster, self.karpenter, self.ray, self.jupyterhub]
+        return [self.network, self.cluster, self.karpenter, self.observability, self.ray, self.jupyterhub]

@@ -96,3 +96,17 @@ EKS_ADDONS: dict[str, dict[str, str]] = {
 def eks_addon_version(addon: str, kubernetes_version: str) -> str:
     """The pinned build of EKS add-on ``addon`` for Kubernetes ``kubernetes_version`` (a minor, "1.35")."""
     return EKS_ADDONS[addon][kubernetes_version]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Log shipping (charts/log_shipping.py, stacks/observability_stack.py): Fluent Bit as a DaemonSet.
+# Chart 0.57.9 is the newest release in the chart's CHANGELOG.md (fluent/helm-charts@0191c5ab6e23706ca66ea4cbaf4b46f7400dcaef:
+# charts/fluent-bit/CHANGELOG.md, "[v0.57.9] - 2026-07-06: Update Fluent Bit OCI image to v5.0.9"); its appVersion,
+# which is the image tag unless values set one, is Fluent Bit 5.0.9. The chart's default image repository is
+# cr.fluentbit.io/fluent/fluent-bit (charts/fluent-bit/values.yaml), the Fluent project's own registry, not Docker
+# Hub; the platform sets both explicitly so a chart bump cannot move either.
+FLUENT_BIT_CHART_REPO = "https://fluent.github.io/helm-charts"
+FLUENT_BIT_CHART_VERSION = "0.57.9"
+FLUENT_BIT_VERSION = "5.0.9"
+FLUENT_BIT_IMAGE_REPOSITORY = "cr.fluentbit.io/fluent/fluent-bit"
+HELM_CHARTS["fluent-bit"] = (FLUENT_BIT_CHART_REPO, FLUENT_BIT_CHART_VERSION)

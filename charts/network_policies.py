@@ -209,3 +209,73 @@ class RayNetworkPoliciesChart(cdk8s.Chart):
         )
         for manifest in self.manifests:
             api_object(self, manifest["metadata"]["name"], manifest)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The log shipper's namespace (charts/log_shipping.py): nothing comes in, and only what Fluent Bit needs goes out.
+# ---------------------------------------------------------------------------------------------------------
+# Fluent Bit reads files on its node and calls three things, all outbound:
+#   * DNS (CoreDNS in kube-system, UDP/TCP 53) to resolve logs.<region>.amazonaws.com;
+#   * CloudWatch Logs over HTTPS (TCP 443) through the NAT gateway: the `world` identity under Cilium, which an
+#     ipBlock for the public address space matches (Cilium ignores ipBlock only for pod and host addresses);
+#   * the EKS Pod Identity agent on its own node (169.254.170.23, TCP 80) for its credentials: Cilium gives that
+#     address the `host` entity, which no NetworkPolicy peer can name, hence the one CiliumNetworkPolicy.
+# It does not call the Kubernetes API (no kubernetes filter: the stream names carry namespace, pod and container).
+# Kubelet probes still reach it: Cilium always lets the local host reach its pods.
+LOG_SHIPPER_DNS_LABELS = {"k8s-app": "kube-dns"}
+_PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10")
+CILIUM_API_VERSION = "cilium.io/v2"
+POD_IDENTITY_AGENT_PORT = 80
+HTTPS_PORT = 443
+
+
+def log_shipper_network_policies(namespace: str, pod_labels: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Default deny (both directions) for ``namespace``, the log shipper's egress as a NetworkPolicy, and the
+    Pod Identity agent (Cilium's ``host`` entity, TCP 80) as a CiliumNetworkPolicy. No ingress is allowed."""
+    problems = []
+    if not isinstance(namespace, str) or not _DNS_LABEL_RE.match(namespace) or len(namespace) > 63:
+        problems.append(f"namespace {namespace!r} is not a namespace name (DNS label)")
+    problems += _check_labels("pod_labels", pod_labels)
+    if problems:
+        raise ValueError("log shipper network policies: " + "; ".join(problems))
+    labels = {"app.kubernetes.io/part-of": "dynamic-factory", "app.kubernetes.io/component": "logging"}
+    dns = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    return [
+        {
+            "apiVersion": _API_VERSION,
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "default-deny", "namespace": namespace, "labels": dict(labels),
+                         "annotations": {"dynamic-factory/description":
+                                         "Deny all ingress and egress of every pod here unless another policy allows it."}},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "ingress": [], "egress": []},
+        },
+        {
+            "apiVersion": _API_VERSION,
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "allow-log-shipper-egress", "namespace": namespace, "labels": dict(labels),
+                         "annotations": {"dynamic-factory/description":
+                                         "Fluent Bit resolves names (CoreDNS) and sends to CloudWatch Logs over HTTPS."}},
+            "spec": {
+                "podSelector": {"matchLabels": dict(pod_labels)},
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {"to": [_peer("kube-system", LOG_SHIPPER_DNS_LABELS)], "ports": dns},
+                    {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(_PRIVATE_RANGES)}}],
+                     "ports": _ports(HTTPS_PORT)},
+                ],
+            },
+        },
+        {
+            "apiVersion": CILIUM_API_VERSION,
+            "kind": "CiliumNetworkPolicy",
+            "metadata": {"name": "allow-log-shipper-pod-identity", "namespace": namespace, "labels": dict(labels),
+                         "annotations": {"dynamic-factory/description":
+                                         "Fluent Bit gets its AWS credentials from the EKS Pod Identity agent "
+                                         "(169.254.170.23:80, the host entity under Cilium)."}},
+            "spec": {
+                "endpointSelector": {"matchLabels": dict(pod_labels)},
+                "egress": [{"toEntities": ["host"],
+                            "toPorts": [{"ports": [{"port": str(POD_IDENTITY_AGENT_PORT), "protocol": "TCP"}]}]}],
+            },
+        },
+    ]

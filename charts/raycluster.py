@@ -67,6 +67,7 @@ from constructs import Construct
 
 import versions
 from charts.k8s import api_object, image_registry
+from charts.log_shipping import ray_pod_log_wiring
 from charts.karpenter_nodes import (
     DEFAULT_ON_DEMAND_POOL,
     DEFAULT_SPOT_POOL,
@@ -153,6 +154,9 @@ _UNPINNED_TAGS = ("latest", "nightly")
 _ALLOCATABLE_MEMORY_SHARE = 0.85
 
 _DROP_ALL: dict[str, Any] = {"drop": ["ALL"]}
+# /tmp/ray of every Ray container (and the head's autoscaler) on a disk emptyDir the log shipper tails
+# (charts/log_shipping.py): the job driver's and the workers' log files outlive the pods.
+_LOGS = ray_pod_log_wiring()
 
 
 def _container_security_context(*, read_only_root: bool = False) -> dict[str, Any]:
@@ -644,6 +648,8 @@ class RayClusterChart(cdk8s.Chart):
                     "limits": {"cpu": AUTOSCALER_CPU, "memory": AUTOSCALER_MEMORY},
                 },
                 "securityContext": _container_security_context(),
+                # The autoscaler writes its logs into the head's session directory too.
+                **_LOGS.autoscaler_options,
             },
             "headGroupSpec": {
                 "serviceType": "ClusterIP",  # in-cluster only; never LoadBalancer / NodePort
@@ -671,12 +677,12 @@ class RayClusterChart(cdk8s.Chart):
             "name": name,
             "image": image,
             "imagePullPolicy": "IfNotPresent",
-            "env": [{"name": CHECKPOINT_ENV, "value": self.checkpoint_uri}],
+            "env": [{"name": CHECKPOINT_ENV, "value": self.checkpoint_uri}, _LOGS.container_env],
             "resources": _resources(cpu, memory_gib, gpus),
             "securityContext": _container_security_context(),
             # Leave the cluster cleanly (drain raylet, release objects) before the pod is killed.
             "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", "ray stop"]}}},
-            "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+            "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, _LOGS.container_volume_mount],
         }
         if ports:
             container["ports"] = ports
@@ -700,6 +706,8 @@ class RayClusterChart(cdk8s.Chart):
             "volumes": [
                 # Ray's object store is shared memory; tmpfs pages count against the container's memory limit.
                 {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{memory_gib}Gi"}},
+                # Ray's session directory (logs), on the node's disk where the log shipper reads it.
+                _LOGS.volume,
             ],
         }
         if placement["tolerations"]:

@@ -7,6 +7,10 @@ deployed. Prices come from ``cost/prices.yaml``.
 * **idle**: what runs with no notebook and no job: EKS control planes, NAT gateways, managed node
   groups at their desired size, the node that hosts the Ray head and the hub when they are on a
   Karpenter pool, load balancers, interface endpoints and KMS keys.
+* **logs** (per use, never in the idle total): CloudWatch Logs' price per GB ingested and per GB-month stored in
+  the price region, the retention of the log groups the log shipper writes to, and what one GB shipped costs over
+  that retention. The shipper itself (a Fluent Bit DaemonSet) is an idle line at $0: it adds requests on nodes that
+  run anyway, and a DaemonSet never makes Karpenter launch a node (the first-boot model checks it fits).
 * **ceiling**: the most the platform can cost per hour: idle plus every Karpenter NodePool filled to
   its CPU limit, priced on-demand and with the assumed Spot discount (pools that allow Spot). The
   per-pool lines are what each pool adds on top of idle; both ceiling totals include idle.
@@ -60,6 +64,7 @@ class Estimate:
     ceiling: list[Line] = field(default_factory=list)  # what each pool adds to idle, on-demand prices
     ceiling_spot: list[Line] = field(default_factory=list)  # what each pool adds to idle, Spot where allowed
     alternatives: list[Line] = field(default_factory=list)  # change to the idle figure
+    logs: "LogPricing | None" = None  # priced per GB, not per hour: outside every total
 
     @property
     def idle_hourly(self) -> float:
@@ -215,6 +220,53 @@ def _load_balancers(assembly: Assembly) -> int:
     return count
 
 
+@dataclass(frozen=True)
+class LogPricing:
+    """CloudWatch Logs for the shipped logs: prices of the region and the groups' retention (from the templates)."""
+
+    ingest_per_gb: float
+    storage_per_gb_month: float
+    groups: tuple[tuple[str, int | None], ...]  # (log group name, retention in days; None = never expires)
+
+    @property
+    def retention_days(self) -> int | None:
+        days = {d for _, d in self.groups}
+        return days.pop() if len(days) == 1 else None
+
+    def per_gb_shipped(self) -> float:
+        """One GB ingested and kept for the retention (GB-months of 30 days; AWS bills storage on compressed
+        bytes, so this is an upper bound)."""
+        days = max((d for _, d in self.groups if d is not None), default=0)
+        return self.ingest_per_gb + self.storage_per_gb_month * days / 30
+
+
+LOG_SHIPPER_RELEASE = "fluent-bit"
+
+
+def _shipped_log_groups(assembly: Assembly) -> list[tuple[str, int | None]]:
+    """The groups the log shipper's outputs name (its Helm values), with their RetentionInDays in the templates."""
+    release = assembly.helm_releases().get(LOG_SHIPPER_RELEASE)
+    if release is None:
+        return []
+    outputs = release.values.get("config", {}).get("outputs", "")
+    names = sorted(set(re.findall(r"^\s*log_group_name\s+(\S+)\s*$", outputs, re.M)))
+    retention = {res["Properties"]["LogGroupName"]: res["Properties"].get("RetentionInDays")
+                 for res in _resources(assembly, "AWS::Logs::LogGroup")
+                 if isinstance(res["Properties"].get("LogGroupName"), str)}  # others' names are often tokens
+    return [(name, retention.get(name)) for name in names]
+
+
+def _log_shipper_line(assembly: Assembly) -> Line | None:
+    """The shipper's share of the idle nodes: one pod per system node, $0 (it only adds requests there)."""
+    release = assembly.helm_releases().get(LOG_SHIPPER_RELEASE)
+    if release is None:
+        return None
+    requests = (release.values.get("resources") or {}).get("requests") or {}
+    nodes = sum(int(ng["Properties"]["ScalingConfig"]["DesiredSize"]) for ng in _resources(assembly, "AWS::EKS::Nodegroup"))
+    what = f"{requests.get('cpu', '0')} CPU, {requests.get('memory', '0')} each"
+    return Line(f"log shipper (Fluent Bit, {what})", nodes, 0.0, "on the system nodes, which run anyway")
+
+
 def estimate(assembly: Assembly, prices: PriceTable) -> Estimate:
     est = Estimate(region=prices.region)
     clusters = len(_resources(assembly, "AWS::EKS::Cluster"))
@@ -250,6 +302,12 @@ def estimate(assembly: Assembly, prices: PriceTable) -> Estimate:
     if endpoints:
         azs = sum(len(e["Properties"].get("SubnetIds", [])) for e in endpoints)
         est.idle.append(Line("interface endpoints (per AZ)", azs, prices.service("interface_endpoint_hour")))
+    shipper = _log_shipper_line(assembly)
+    if shipper is not None:
+        est.idle.append(shipper)
+    groups = _shipped_log_groups(assembly)
+    if groups:
+        est.logs = LogPricing(prices.service("logs_ingest_gb"), prices.service("logs_storage_gb_month"), tuple(groups))
     keys = len(_resources(assembly, "AWS::KMS::Key"))
     est.idle.append(Line("KMS keys", keys, prices.service("kms_key_month") / HOURS_PER_MONTH, "plus requests"))
 
@@ -311,6 +369,16 @@ def render(est: Estimate) -> str:
         for line in est.alternatives:
             out.append(f"  {line.item}")
             out.append(f"      {line.hourly:+.4f} $/h  -> idle {_money(est.idle_hourly + line.hourly)}/h")
+    if est.logs is not None:
+        logs = est.logs
+        kept = {d for _, d in logs.groups}
+        retention = (f"{logs.retention_days} days" if logs.retention_days is not None
+                     else "never expire" if kept == {None} else "mixed retention")
+        out += ["", "Logs of Ray jobs and JupyterHub (CloudWatch Logs, priced per use, in no total above):",
+                f"  ingested                  {_money(logs.ingest_per_gb):>9} per GB",
+                f"  stored                    {_money(logs.storage_per_gb_month):>9} per GB-month (billed on compressed size)",
+                f"  log groups                {', '.join(name for name, _ in logs.groups)} (kept {retention})",
+                f"  one GB shipped and kept   {_money(logs.per_gb_shipped()):>9} in all"]
     return "\n".join(out)
 
 

@@ -333,3 +333,28 @@ def test_the_makefile_passes_a_list_override_through_the_shell_intact():
     (value,) = [w.split("=", 1)[1] for w in words if w.startswith("platform.")]
     cfg = config.build_config({}, {"platform.cluster.admin_principal_arns": value})
     assert cfg.cluster.admin_principal_arns == ("arn:aws:iam::111122223333:role/A",)
+
+
+# ------------------------------------------------------------------ logs (charts/log_shipping.py)
+
+LOGS_BAD_INPUTS = [
+    ({"platform.logs.retention_days": 10}, "platform.logs.retention_days",
+     "10 is not allowed: must be one of the retention periods CloudWatch Logs accepts, in days: 1, 3, 5, 7, 14, 30"),
+    ({"platform.logs.retention_days": 0}, "platform.logs.retention_days", "3288, 3653"),
+    ({"platform.logs.retention_days": "30"}, "platform.logs.retention_days", "valid integer"),
+    ({"platform.logs.retention_days": True}, "platform.logs.retention_days", "valid integer"),
+    ({"platform.logs.retention": 30}, "platform.logs.retention", "unknown key (value 30); allowed keys: retention_days"),
+]
+
+
+@pytest.mark.parametrize("overrides,path,reason", LOGS_BAD_INPUTS, ids=[b[1] + f"-{i}" for i, b in enumerate(LOGS_BAD_INPUTS)])
+def test_bad_logs_input_names_field_value_and_allowed_values(overrides, path, reason):
+    test_bad_input_names_field_value_and_reason(overrides, path, reason)
+
+
+def test_logs_default_to_thirty_days_and_take_any_cloudwatch_period():
+    assert config.build_config({}).logs.retention_days == 30
+    from charts.log_shipping import RETENTION_DAYS_ALLOWED
+
+    for days in RETENTION_DAYS_ALLOWED:
+        assert config.build_config({}, {"platform.logs.retention_days": str(days)}).logs.retention_days == days

@@ -239,3 +239,38 @@ def test_the_default_budget_admits_the_default_platform_in_every_priced_region(p
     assert budget_problems(est, budget, None) == []
     extra_node = next(line for line in est.alternatives if "own on-demand node" in line.item)
     assert est.idle_hourly + extra_node.hourly > budget
+
+
+# ------------------------------------------------------------------------------------- logs
+
+
+def test_logs_are_priced_per_gb_for_the_shipped_groups(default_estimate, platform):
+    from charts.log_shipping import log_group_names
+
+    logs = default_estimate.logs
+    prices = PriceTable()
+    assert logs.ingest_per_gb == prices.service("logs_ingest_gb") == 0.50
+    assert logs.storage_per_gb_month == prices.service("logs_storage_gb_month") == 0.03
+    assert {name for name, _ in logs.groups} == set(log_group_names(platform.config.cluster.name).values())
+    assert {days for _, days in logs.groups} == {platform.config.logs.retention_days}
+    assert logs.per_gb_shipped() == pytest.approx(0.50 + 0.03 * platform.config.logs.retention_days / 30)
+    text = render(default_estimate)
+    section = text[text.index("Logs of Ray jobs"):]
+    assert "$0.5000 per GB" in section and "$0.0300 per GB-month" in section and "kept 30 days" in section
+
+
+def test_the_log_shipper_adds_nothing_to_idle_while_it_fits_the_system_nodes(default_estimate):
+    (shipper,) = [line for line in default_estimate.idle if line.item.startswith("log shipper")]
+    assert shipper.count == 2 and shipper.hourly == 0 and "25m CPU, 64Mi" in shipper.item
+    # The logs' per-GB prices are in no hourly total.
+    assert default_estimate.idle_hourly == pytest.approx(sum(line.hourly for line in default_estimate.idle))
+    assert default_estimate.idle_hourly <= 0.30
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_every_region_prices_logs_with_a_dated_source(region):
+    services = _price_data()["regions"][region]["services"]
+    for name in ("logs_ingest_gb", "logs_storage_gb_month"):
+        assert services[name]["source"].startswith("https://") and date.fromisoformat(services[name]["date"])
+    # Ingestion is the larger price everywhere (AWS: ~$0.50-0.76/GB against ~$0.03/GB-month).
+    assert 0.4 <= services["logs_ingest_gb"]["value"] <= 1.0 and 0.02 <= services["logs_storage_gb_month"]["value"] <= 0.05

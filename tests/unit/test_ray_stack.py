@@ -29,7 +29,9 @@ def _depends(synth, logical_id):
 
 
 def _manifest_with(synth, kind):
-    (res,) = [r for r in synth.assembly.manifests() if any(o["kind"] == kind for o in r.objects)]
+    """The Ray stack's one manifest resource holding a ``kind`` object (other stacks have their own policies)."""
+    (res,) = [r for r in synth.assembly.manifests()
+              if r.stack.startswith("DynamicFactoryRay") and any(o["kind"] == kind for o in r.objects)]
     return res
 
 

@@ -33,6 +33,7 @@ CILIUM_CHART = "cilium"
 CILIUM_AGENT = "cilium"  # the agent DaemonSet's name in the chart
 CILIUM_OPERATOR = "cilium-operator"
 KARPENTER_CHART = "karpenter"
+LOG_SHIPPER_CHART = "fluent-bit"
 # Taints the node lifecycle controller keeps on a node until it is Ready (Kubernetes: "Taint based evictions").
 NOT_READY_TAINTS = [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"},
                     {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]
@@ -532,6 +533,15 @@ class BootModel:
             ("Karpenter -> AWS APIs", next(iter(self._by_origin(KARPENTER_CHART)), None), "world", 443, "TCP"),
             ("Cilium operator -> EC2 API", self._named(CILIUM_CHART, CILIUM_OPERATOR), "world", 443, "TCP"),
         ]
+        # The log shipper (charts/log_shipping.py): names, its AWS credentials from the agent on its node (the host
+        # entity under Cilium), and CloudWatch Logs through the NAT gateway.
+        shipper = next(iter(self._by_origin(LOG_SHIPPER_CHART)), None)
+        dns = self._find("kube-system", {"k8s-app": "kube-dns"})
+        flows += [
+            ("Fluent Bit -> DNS", shipper, dns, 53, "UDP"),
+            ("Fluent Bit -> Pod Identity agent", shipper, "host", 80, "TCP"),
+            ("Fluent Bit -> CloudWatch Logs", shipper, "world", 443, "TCP"),
+        ]
         for worker in workers:
             flows.append((f"Ray {worker.name} -> head GCS", worker, head, 6379, "TCP"))
             flows.append((f"Ray head -> {worker.name}", head, worker, 10002, "TCP"))
@@ -539,6 +549,7 @@ class BootModel:
 
     def _check_flows(self) -> Iterable[Verdict]:
         policies = [o for _, o in iter_kube_objects(self.graph, ["NetworkPolicy"])]
+        policies += [netpol.cilium_policy(o) for _, o in iter_kube_objects(self.graph, ["CiliumNetworkPolicy"])]
         for res in self.graph.assembly.helm_releases().values():
             if res.properties.get("Chart") == "jupyterhub":
                 policies += netpol.z2jh_policies(res.values, res.properties.get("Namespace", "default"))

@@ -18,7 +18,8 @@ WORLD_SAMPLE = "52.94.0.1"  # a public (AWS) address standing for "the internet 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A pod (namespace + labels) or an entity: ``kube-apiserver`` or ``world``."""
+    """A pod (namespace + labels) or an entity: ``kube-apiserver``, ``world`` or ``host`` (the pod's own node,
+    where the EKS Pod Identity agent listens)."""
 
     namespace: str | None = None
     labels: tuple[tuple[str, str], ...] = ()
@@ -49,6 +50,8 @@ def _matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> b
 
 
 def _peer_matches(peer: Mapping[str, Any], policy_ns: str, other: Endpoint) -> bool:
+    if "entities" in peer:  # a CiliumNetworkPolicy's toEntities / fromEntities (see cilium_policy)
+        return other.entity is not None and (other.entity in peer["entities"] or "all" in peer["entities"])
     if "ipBlock" in peer:
         if other.entity != "world":
             return False
@@ -139,3 +142,44 @@ def z2jh_policies(values: Mapping[str, Any], namespace: str) -> list[dict[str, A
                     "spec": {"podSelector": {"matchLabels": {"component": label}}, "policyTypes": ["Egress"],
                              "egress": rules}})
     return out
+
+
+def cilium_policy(cnp: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``cilium.io/v2`` CiliumNetworkPolicy as the NetworkPolicy-shaped dict this module evaluates.
+
+    Covers what the platform writes: ``endpointSelector`` (the selected pods), egress rules with ``toEntities``,
+    ``toEndpoints`` (same namespace unless the selector names one) or ``toCIDR``, and ``toPorts``; ingress rules
+    alike with ``from*``. A Cilium policy isolates the selected pods in each direction it has rules for, and its
+    allows add to those of every other policy, as with NetworkPolicy.
+    """
+    meta, spec = cnp["metadata"], cnp.get("spec") or {}
+    ns_key = "k8s:io.kubernetes.pod.namespace"
+
+    def rules(direction: str) -> list[dict[str, Any]]:
+        prefix = "to" if direction == "egress" else "from"
+        out = []
+        for rule in spec.get(direction) or []:
+            peers: list[dict[str, Any]] = []
+            if rule.get(f"{prefix}Entities"):
+                peers.append({"entities": list(rule[f"{prefix}Entities"])})
+            for sel in rule.get(f"{prefix}Endpoints") or []:
+                labels = dict(sel.get("matchLabels") or {})
+                namespace = labels.pop(ns_key, None)
+                peer: dict[str, Any] = {"podSelector": {"matchLabels": labels}}
+                if namespace:
+                    peer["namespaceSelector"] = {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+                peers.append(peer)
+            for cidr in rule.get(f"{prefix}CIDR") or []:
+                peers.append({"ipBlock": {"cidr": cidr}})
+            ports = [{"port": int(p["port"]), "protocol": p.get("protocol", "TCP")}
+                     for tp in rule.get("toPorts") or [] for p in tp.get("ports") or []]
+            entry: dict[str, Any] = {"to" if direction == "egress" else "from": peers}
+            if ports:
+                entry["ports"] = ports
+            out.append(entry)
+        return out
+
+    types = [t for t, key in (("Ingress", "ingress"), ("Egress", "egress")) if key in spec]
+    return {"metadata": {"name": f"{meta['name']} (cilium)", "namespace": meta.get("namespace", "default")},
+            "spec": {"podSelector": spec.get("endpointSelector") or {}, "policyTypes": types,
+                     "ingress": rules("ingress"), "egress": rules("egress")}}
