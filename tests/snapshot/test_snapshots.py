@@ -11,7 +11,7 @@ import re
 import pytest
 from syrupy.extensions.json import JSONSnapshotExtension
 
-STACKS = ["Network", "Cluster", "Karpenter", "Ray", "JupyterHub"]
+STACKS = ["Network", "Cluster", "Karpenter", "Observability", "Ray", "JupyterHub"]
 _ASSET_HASH = re.compile(r"[0-9a-f]{64}")
 
 
