@@ -157,6 +157,7 @@ class PlatformStage(cdk.Stage):
             admin_user=hub.admin_user,
             home_capacity_gib=hub.home_capacity_gib,
             keep_homes_on_destroy=hub.keep_homes_on_destroy,
+            ray_gpu_workers=self.ray.gpu_image is not None,
             cull_timeout_seconds=hub.cull_timeout_seconds,
             notebook_image=hub.notebook_image,
             domain=hub.domain,

@@ -10,8 +10,10 @@ The runner:
    Service is Ready (right after a deployment the head may still be pulling its image or
    waiting for a node), then port-forwards the Jobs API (8265) and waits until it answers;
    either wait ends with a message that says what was not ready and how to look;
-3. reads the Ray auth token, submits ``python -m jobs.xgboost_validation`` with the ``jobs/``
-   package and pinned XGBoost, follows the logs, and fails when the job fails or misses its metric.
+3. reads the Ray auth token, submits ``python -m jobs.xgboost_validation`` (its code and pinned
+   packages are in the cluster's Ray image: only the command line travels), follows the logs, and
+   fails when the job fails or misses its metric. With ``gpu_workers=True`` (the RayCluster has a GPU
+   worker group) the job runs with ``--device cuda``: the same job, boosting on the GPU workers.
 
 Anyone with ``codebuild:StartBuild`` on the project can run it (the README shows how); the
 delivery pipeline does so after each deployment through the invoker role, which this construct
@@ -149,6 +151,17 @@ until [ "$(curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{dashboard_
 done"""
 
 
+def validation_job_args(job_args: Sequence[str], *, gpu_workers: bool = False) -> list[str]:
+    """The job's arguments: the configured ones, plus ``--device cuda`` when the cluster has GPU workers.
+
+    Whether the GPU worker group exists is known at synth time, so the run does not have to guess it
+    (the job's ``--device auto`` would ask the cluster instead)."""
+    args = list(job_args)
+    if any(a == "--device" or a.startswith("--device=") for a in args):
+        raise ValueError(f"job_args {args!r} already choose a device; gpu_workers decides it")
+    return args + (["--device", "cuda"] if gpu_workers else [])
+
+
 def build_commands(
     *, namespace: str, head_service: str, dashboard_port: int, token_secret: str, token_key: str, job_args: Sequence[str]
 ) -> list[str]:
@@ -180,6 +193,7 @@ class ValidationRunner(Construct):
         token_secret: str,
         token_key: str,
         job_args: Sequence[str],
+        gpu_workers: bool = False,
         invoker_account: str | None = None,
         encryption_key: kms.IKey | None = None,
         python_version: str = versions.RAY_PYTHON_VERSION,
@@ -252,7 +266,7 @@ class ValidationRunner(Construct):
                                 dashboard_port=dashboard_port,
                                 token_secret=token_secret,
                                 token_key=token_key,
-                                job_args=job_args,
+                                job_args=validation_job_args(job_args, gpu_workers=gpu_workers),
                             )
                         },
                     },

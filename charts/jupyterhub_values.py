@@ -97,7 +97,10 @@ __all__ = [
     "RAY_ADDRESS",
     "RAY_AUTH_SECRET_KEY",
     "RAY_AUTH_SECRET_NAME",
+    "RAY_GPU_WORKERS_ENV",
     "RAY_TOKEN_ENV",
+    "RAY_TOKEN_FILE",
+    "RAY_TOKEN_PATH_ENV",
     "CognitoAuth",
     "GpuProfile",
     "HttpsEndpoint",
@@ -133,6 +136,16 @@ RAY_ADDRESS = raycluster.DASHBOARD_URL
 # Ray's token authentication (Ray >= 2.52): RAY_AUTH_MODE=token turns it on, RAY_AUTH_TOKEN is the token.
 RAY_AUTH_MODE_ENV = "RAY_AUTH_MODE"
 RAY_TOKEN_ENV = "RAY_AUTH_TOKEN"
+# Ray 2.60 also reads the token from a file named by RAY_AUTH_TOKEN_PATH (its C++ AuthenticationTokenLoader, used by
+# the Jobs API client for the Authorization header): notebooks get the Secret mounted as a read-only file, so the
+# token is not in the server's environment (which every subprocess, `env` dump and crash report inherits).
+RAY_TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
+RAY_TOKEN_MOUNT_DIR = "/etc/ray-auth"
+RAY_TOKEN_FILE = f"{RAY_TOKEN_MOUNT_DIR}/token"
+RAY_TOKEN_VOLUME = "ray-auth-token"
+# Whether the RayCluster has a GPU worker group ("1"/"0"): the notebook helper picks the job's device from it
+# (notebooks/ray_submit.py, jobs/config.py GPU_WORKERS_ENV).
+RAY_GPU_WORKERS_ENV = "DF_RAY_GPU_WORKERS"
 RAY_AUTH_SECRET_NAME = raycluster.TOKEN_SECRET
 RAY_AUTH_SECRET_KEY = raycluster.TOKEN_KEY
 # Labels KubeRay puts on the Ray pods.
@@ -569,10 +582,6 @@ class GpuProfile:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _env_from_secret(name: str, secret: str, key: str) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-
-
 @dataclass(frozen=True)
 class JupyterHubValues:
     """Values for the z2jh 4.4.0 chart (release in namespace ``jupyterhub``).
@@ -608,6 +617,7 @@ class JupyterHubValues:
     ray_address: str = RAY_ADDRESS
     ray_token_secret: str = RAY_AUTH_SECRET_NAME
     ray_token_key: str = RAY_AUTH_SECRET_KEY
+    ray_gpu_workers: bool = False
     extra_env: dict[str, str] = field(default_factory=dict, hash=False)
     # Copied into each new home directory at server start (never over a user's own copy).
     example_notebook: str | None = "/opt/dynamic-factory/notebooks/xgboost_on_ray.ipynb"
@@ -665,7 +675,7 @@ class JupyterHubValues:
             p.append(f"ray_token_secret {self.ray_token_secret!r} is not a Secret name")
         if not _SECRET_KEY_RE.match(self.ray_token_key or ""):
             p.append(f"ray_token_key {self.ray_token_key!r} is not a Secret key")
-        reserved = {"RAY_ADDRESS", RAY_AUTH_MODE_ENV, RAY_TOKEN_ENV}
+        reserved = {"RAY_ADDRESS", RAY_AUTH_MODE_ENV, RAY_TOKEN_ENV, RAY_TOKEN_PATH_ENV, RAY_GPU_WORKERS_ENV}
         for name, value in self.extra_env.items():
             if name in reserved:
                 p.append(f"extra_env {name!r} is set by the builder")
@@ -681,8 +691,20 @@ class JupyterHubValues:
         env: dict[str, Any] = dict(self.extra_env)
         env["RAY_ADDRESS"] = self.ray_address
         env[RAY_AUTH_MODE_ENV] = "token"
-        env[RAY_TOKEN_ENV] = _env_from_secret(RAY_TOKEN_ENV, self.ray_token_secret, self.ray_token_key)
+        env[RAY_TOKEN_PATH_ENV] = RAY_TOKEN_FILE
+        env[RAY_GPU_WORKERS_ENV] = "1" if self.ray_gpu_workers else "0"
         return env
+
+    def singleuser_token_volume(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The Ray token Secret as a read-only file (volume, mount): owned by root, readable by the notebook's
+        group (fsGroup), nothing else in the Secret."""
+        volume = {"name": RAY_TOKEN_VOLUME, "secret": {
+            "secretName": self.ray_token_secret,
+            "items": [{"key": self.ray_token_key, "path": RAY_TOKEN_FILE.rsplit("/", 1)[1]}],
+            "defaultMode": 0o440,
+        }}
+        mount = {"name": RAY_TOKEN_VOLUME, "mountPath": RAY_TOKEN_MOUNT_DIR, "readOnly": True}
+        return volume, mount
 
     def singleuser_egress(self) -> list[dict[str, Any]]:
         """Explicit egress rule of the single-user pods: the Ray head, by namespace + pod selector."""
@@ -782,6 +804,8 @@ class JupyterHubValues:
                 "capacity": self.home_capacity,
                 "homeMountPath": self.home_mount_path,
                 "dynamic": {"storageClass": self.storage_class},
+                "extraVolumes": [self.singleuser_token_volume()[0]],
+                "extraVolumeMounts": [self.singleuser_token_volume()[1]],
             },
             # No iptables init container: z2jh makes it privileged, root and NET_ADMIN, which the namespace's
             # Pod Security level (baseline) refuses, so every spawn would fail. The metadata service is out of

@@ -93,6 +93,11 @@ class JobSummary:
     ray_address: Optional[str] = None
     data_source: str = "synthetic"
     drill: Optional[Dict] = None  # fault-drill report (kills) when the drill ran
+    # Rank 0's split of its time: building the QuantileDMatrix (sketch merged across workers),
+    # and the part of ``boost_seconds`` spent evaluating, checkpointing and reporting.
+    matrix_seconds: float = float("nan")
+    checkpoint_seconds: float = float("nan")
+    device: str = "cpu"  # where XGBoost boosted: cpu or cuda
 
     @property
     def passed(self) -> bool:
@@ -148,11 +153,15 @@ def format_summary(s: JobSummary) -> str:
         f"data          : {s.data_source}",
         f"rows          : {s.rows:,} ({s.train_rows:,} train / {s.validation_rows:,} validation), "
         f"{s.features} features",
-        f"workers       : {s.workers} x {s.cpus_per_worker} CPU",
+        f"workers       : {s.workers} x {s.cpus_per_worker} CPU"
+        + (" + 1 GPU (device cuda)" if s.device == "cuda" else ""),
         f"rounds        : {s.rounds} (checkpoint every {s.checkpoint_every}"
         + (f"; resumed from round {s.resumed_from_round}" if s.resumed_from_round else "")
         + ")",
-        f"time          : {s.fit_seconds:.2f} s fit, {s.boost_seconds:.2f} s boosting",
+        f"time          : {s.fit_seconds:.2f} s fit, {s.boost_seconds:.2f} s boosting"
+        + (f" (of which {s.checkpoint_seconds:.2f} s evaluating + checkpointing)"
+           if math.isfinite(s.checkpoint_seconds) else "")
+        + (f", {s.matrix_seconds:.2f} s building the matrix" if math.isfinite(s.matrix_seconds) else ""),
         f"throughput    : {s.rows_per_second:,.0f} train rows/s "
         f"({s.row_rounds_per_second:,.0f} row-rounds/s while boosting)",
         f"validation    : AUC {s.auc:.4f}, logloss {s.logloss:.4f}",

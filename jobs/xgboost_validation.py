@@ -4,10 +4,12 @@
         --checkpoint-every 10 --storage-path s3://bucket/ray-results --min-auc 0.8
 
 Without ``RAY_ADDRESS`` (or with ``--address local``) it starts an embedded local Ray; submitted
-through the Ray Jobs API it runs on the cluster. Progress lines come from the rank-0 worker at
-each checkpoint; the run ends with a human summary and, as the very last stdout line, the
-summary as one JSON object (also written to ``--summary-json``). Exit codes: 0 passed,
-1 metric below/above threshold, 2 bad arguments, 3 training failed.
+through the Ray Jobs API it runs on the cluster. ``--device cuda`` (or ``auto``) boosts on GPUs
+through the same code. Output: one start line, one progress line per checkpoint (from the rank-0
+worker, prefixed by Ray with ``(RayTrainWorker pid=...)``, coloured only on a terminal), then a
+human summary and, as the very last stdout line, the summary as one JSON object (also written
+to ``--summary-json``). Exit codes: 0 passed, 1 metric below/above threshold, 2 bad arguments,
+3 training failed.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def evaluate(booster, cfg: JobConfig):
     import xgboost as xgb
 
     xv, yv = load_shard(cfg.data, "validation")
+    # The driver scores on its CPU whatever the workers trained on (a GPU run's model would
+    # otherwise ask for a device the driver may not have).
+    booster.set_param({"device": "cpu"})
     prob = booster.predict(xgb.DMatrix(xv))
     return roc_auc(yv, prob), logloss(yv, prob), len(yv)
 
@@ -54,11 +59,16 @@ def run(cfg: JobConfig) -> JobSummary:
     try:
         import ray
 
+        requested = cfg.device
+        cfg = train.plan_device(cfg)
         where = "embedded local Ray" if cfg.is_local and started_ray else (
             f"Ray at {cfg.address}" if cfg.address else "the current Ray")
-        log(f"{where}: {ray.cluster_resources().get('CPU', 0):g} CPUs; "
-            f"{cfg.workers} workers x {cfg.cpus_per_worker} CPU, {cfg.rounds} rounds, "
-            f"checkpoint every {cfg.checkpoint_every} to {cfg.storage_path}")
+        resources = ray.cluster_resources()
+        per_worker = f"{cfg.cpus_per_worker} CPU" + (" + 1 GPU" if cfg.device == "cuda" else "")
+        log(f"{where}: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; "
+            f"{cfg.workers} workers x {per_worker}, device {cfg.device}"
+            + (f" (--device {requested})" if requested != cfg.device else "")
+            + f", {cfg.rounds} rounds, checkpoint every {cfg.checkpoint_every} to {cfg.storage_path}")
         out = train.fit(cfg)
     finally:
         if started_ray:
@@ -84,6 +94,9 @@ def run(cfg: JobConfig) -> JobSummary:
         checkpoint_every=cfg.checkpoint_every,
         fit_seconds=out["fit_seconds"],
         boost_seconds=float(worker.get("boost_seconds", float("nan"))),
+        matrix_seconds=float(worker.get("matrix_seconds", float("nan"))),
+        checkpoint_seconds=float(worker.get("checkpoint_seconds", float("nan"))),
+        device=out.get("device", cfg.device),
         auc=auc,
         logloss=loss,
         min_auc=cfg.min_auc,

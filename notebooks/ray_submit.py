@@ -8,15 +8,17 @@ Everything the JupyterHub single-user server needs is in its environment (set by
 ``charts/jupyterhub_values.py``):
 
 * ``RAY_ADDRESS``: the Ray Jobs API of the head, ``http://ray-head-svc.ray.svc.cluster.local:8265``.
-* ``RAY_AUTH_TOKEN`` (+ ``RAY_AUTH_MODE=token``): Ray's token authentication, from the Kubernetes Secret
-  ``ray-auth-token``; sent as ``Authorization: Bearer <token>``.
+* ``RAY_AUTH_TOKEN_PATH`` (+ ``RAY_AUTH_MODE=token``): Ray's token authentication; the file is the Kubernetes
+  Secret ``ray-auth-token`` mounted read-only, so the token is not in the environment. ``RAY_AUTH_TOKEN`` (the
+  token itself) is honoured first, as Ray does. Sent as ``Authorization: Bearer <token>``.
+* ``DF_RAY_GPU_WORKERS`` (``1``/``0``): whether the RayCluster has a GPU worker group. When set, the job is
+  submitted with ``--device cuda`` (or ``cpu``); unset, the job runs on its default (CPU).
 
-The job code is not in the Ray image: the ``jobs/`` package of this repository is uploaded with the job
-(``runtime_env.py_modules``), and XGBoost is pinned in ``runtime_env.pip``. The entrypoint runs on the
-head, which advertises no CPUs; it asks for none, and Ray Train schedules the workers on the Spot
-workers. ``DF_JOB_PIP=0`` leaves ``runtime_env.pip`` out, for a Ray that already has the job's pinned
-dependencies (the embedded local Ray of ``tests/behaviour/test_notebook_executes.py``: nothing is
-installed at test time).
+The job and its pinned dependencies are in the cluster's Ray image (``jobs`` at /opt/dynamic-factory/jobs,
+``images/ray/``), so a submission carries only what its caller asks for in ``runtime_env``: ``env_vars``,
+extra ``pip`` packages, a ``working_dir``, and, with ``ship_jobs=True``, this checkout's ``jobs/`` package
+(``py_modules``, ahead of the image's copy) to run modified job code. The entrypoint runs on the head,
+which advertises no CPUs; it asks for none, and Ray Train schedules the workers on the worker groups.
 
 In the notebook image this module and ``jobs/`` are importable from any directory (``PYTHONPATH``, see
 ``images/notebook/Dockerfile``); in a clone, open the notebook from ``notebooks/``.
@@ -58,9 +60,11 @@ RAY_VERSION = _job_submit.pinned_ray_version()
 JOB_MODULE = "jobs.xgboost_validation"
 ADDRESS_ENV = "RAY_ADDRESS"
 TOKEN_ENV = "RAY_AUTH_TOKEN"
+TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
-# "0": submit without runtime_env.pip (the cluster already has the job's dependencies). Default "1".
-JOB_PIP_ENV = "DF_JOB_PIP"
+# Set by the platform's JupyterHub values: "1" when the RayCluster has a GPU worker group, "0" when not.
+GPU_WORKERS_ENV = "DF_RAY_GPU_WORKERS"
+DEVICES = ("cpu", "cuda", "auto")
 _TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
 # The job prints its summary as the last stdout line: a JSON object, optionally after this prefix.
 SUMMARY_PREFIX = "XGBOOST_VALIDATION_SUMMARY "
@@ -100,14 +104,25 @@ def ray_address(env: Optional[Mapping[str, str]] = None) -> str:
 
 
 def auth_headers(env: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
-    """``{"Authorization": "Bearer <token>"}`` from ``RAY_AUTH_TOKEN``; ``{}`` when token auth is off."""
+    """``{"Authorization": "Bearer <token>"}`` from ``RAY_AUTH_TOKEN``, else from the file ``RAY_AUTH_TOKEN_PATH``
+    names (Ray 2.60's own order); ``{}`` when token auth is off."""
     env = os.environ if env is None else env
     token = (env.get(TOKEN_ENV) or "").strip()
+    path = (env.get(TOKEN_PATH_ENV) or "").strip()
+    if not token and path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as exc:
+            raise RaySubmitError(f"{TOKEN_PATH_ENV}={path}: cannot read the Ray token ({exc.strerror}): the Secret "
+                                 "ray-auth-token is missing in the jupyterhub namespace, or the server predates "
+                                 "it (restart it)") from None
     if token:
         return _job_submit.auth_headers(token)
     if (env.get(AUTH_MODE_ENV) or "").strip().lower() == "token":
-        raise RaySubmitError(f"{AUTH_MODE_ENV}=token but {TOKEN_ENV} is empty: the Secret ray-auth-token "
-                             "is missing in the jupyterhub namespace, or the server predates it (restart it)")
+        raise RaySubmitError(f"{AUTH_MODE_ENV}=token but neither {TOKEN_ENV} nor the file {TOKEN_PATH_ENV} names "
+                             "holds a token: the Secret ray-auth-token is missing in the jupyterhub namespace, or "
+                             "the server predates it (restart it)")
     return {}
 
 
@@ -150,51 +165,70 @@ def find_jobs_dir(start: Optional[os.PathLike] = None) -> Path:
                          "open the notebook from a clone of the repository")
 
 
-def build_entrypoint(workers: int, rows: int, rounds: int, extra_args: Sequence[str] = ()) -> str:
-    """``python -m jobs.xgboost_validation --workers N --rows R --rounds K [extra args]``, shell-quoted."""
+def build_entrypoint(workers: int, rows: int, rounds: int, extra_args: Sequence[str] = (),
+                     device: Optional[str] = None) -> str:
+    """``python -m jobs.xgboost_validation --workers N --rows R --rounds K [--device D] [extra args]``,
+    shell-quoted. ``device`` None leaves the job's default (cpu)."""
     for name, value in (("workers", workers), ("rows", rows), ("rounds", rounds)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if isinstance(extra_args, str):
         raise ValueError("extra_args must be a sequence of arguments, not one string")
-    return _job_submit.entrypoint(
-        ["--workers", str(workers), "--rows", str(rows), "--rounds", str(rounds), *map(str, extra_args)]
-    )
+    args = ["--workers", str(workers), "--rows", str(rows), "--rounds", str(rounds)]
+    if device is not None:
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+        if any(str(a) == "--device" or str(a).startswith("--device=") for a in extra_args):
+            raise ValueError("give the device once: as device=..., not also in extra_args")
+        args += ["--device", device]
+    return _job_submit.entrypoint([*args, *map(str, extra_args)])
 
 
-def job_pip_enabled(env: Optional[Mapping[str, str]] = None) -> bool:
-    """Whether the job installs its pinned dependencies (``runtime_env.pip``): ``DF_JOB_PIP``, default on."""
+def gpu_workers(env: Optional[Mapping[str, str]] = None) -> Optional[bool]:
+    """``DF_RAY_GPU_WORKERS``: True/False when the platform set it, None when unset."""
     env = os.environ if env is None else env
-    value = (env.get(JOB_PIP_ENV) or "1").strip().lower()
+    raw = env.get(GPU_WORKERS_ENV)
+    if raw is None or not raw.strip():
+        return None
+    value = raw.strip().lower()
     if value not in _TRUE | _FALSE:
-        raise RaySubmitError(f"{JOB_PIP_ENV}={value!r}: use 1 (install the job's pinned dependencies, the "
-                             "default) or 0 (the Ray cluster already has them)")
+        raise RaySubmitError(f"{GPU_WORKERS_ENV}={raw!r}: use 1 (the Ray cluster has a GPU worker group) or 0")
     return value in _TRUE
 
 
-def build_runtime_env(jobs_dir: os.PathLike, env_vars: Optional[Mapping[str, str]] = None,
-                      install_requirements: Optional[bool] = None) -> Dict[str, Any]:
-    """Upload ``jobs/`` as a module (importable by the entrypoint and the workers) with its pinned deps
-    (``runtime_env.pip``; ``install_requirements`` defaults to ``DF_JOB_PIP``)."""
-    jobs_dir = Path(jobs_dir)
-    if not (jobs_dir / "__init__.py").is_file() or not (jobs_dir / "xgboost_validation.py").is_file():
-        raise RaySubmitError(f"{jobs_dir} is not the jobs package (needs __init__.py and xgboost_validation.py)")
-    if jobs_dir.name != "jobs":
-        raise RaySubmitError(f"{jobs_dir}: the package directory must be named 'jobs' (the entrypoint "
-                             f"runs python -m {JOB_MODULE})")
-    if env_vars:
-        bad = [k for k, v in env_vars.items() if not isinstance(k, str) or not isinstance(v, str)]
-        if bad:
-            raise ValueError(f"env_vars must map strings to strings: {bad}")
-    if install_requirements is None:
-        install_requirements = job_pip_enabled()
-    return _job_submit.runtime_env(env_vars, jobs_dir=jobs_dir, install_requirements=install_requirements)
+def default_device(env: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """The job's ``--device`` from ``DF_RAY_GPU_WORKERS``: ``cuda``, ``cpu``, or None (unset: job default)."""
+    has_gpus = gpu_workers(env)
+    return None if has_gpus is None else ("cuda" if has_gpus else "cpu")
 
 
-def submit(client, entrypoint: str, runtime_env: Mapping[str, Any],
+def build_runtime_env(env_vars: Optional[Mapping[str, str]] = None, *, pip: Sequence[str] = (),
+                      working_dir: Optional[os.PathLike] = None, ship_jobs: bool = False,
+                      jobs_dir: Optional[os.PathLike] = None) -> Dict[str, Any]:
+    """The job's ``runtime_env``: empty unless asked (the cluster image has the job and its pins).
+
+    ``env_vars``: environment of the job's processes. ``pip``: extra packages for this job only.
+    ``working_dir``: a directory uploaded as the job's working directory. ``ship_jobs``: upload the
+    ``jobs/`` package (``jobs_dir``, default :func:`find_jobs_dir`) to run modified job code.
+    """
+    if ship_jobs:
+        jobs_dir = Path(jobs_dir) if jobs_dir is not None else find_jobs_dir()
+        if not (jobs_dir / "__init__.py").is_file() or not (jobs_dir / "xgboost_validation.py").is_file():
+            raise RaySubmitError(f"{jobs_dir} is not the jobs package (needs __init__.py and xgboost_validation.py)")
+        if jobs_dir.name != "jobs":
+            raise RaySubmitError(f"{jobs_dir}: the package directory must be named 'jobs' (the entrypoint "
+                                 f"runs python -m {JOB_MODULE})")
+    return _job_submit.runtime_env(env_vars, pip=list(pip), working_dir=str(working_dir) if working_dir else None,
+                                   ship_jobs=ship_jobs, jobs_dir=jobs_dir or _job_submit.JOBS_DIR)
+
+
+def submit(client, entrypoint: str, runtime_env: Optional[Mapping[str, Any]] = None,
            submission_id: Optional[str] = None, metadata: Optional[Mapping[str, str]] = None) -> str:
-    """Submit; returns the submission id. No entrypoint resources: the driver runs on the head (0 CPUs)."""
-    kwargs: Dict[str, Any] = {"entrypoint": entrypoint, "runtime_env": dict(runtime_env)}
+    """Submit; returns the submission id. No entrypoint resources: the driver runs on the head (0 CPUs).
+    An empty ``runtime_env`` is not sent at all."""
+    kwargs: Dict[str, Any] = {"entrypoint": entrypoint}
+    if runtime_env:
+        kwargs["runtime_env"] = dict(runtime_env)
     if submission_id:
         kwargs["submission_id"] = submission_id
     if metadata:
@@ -321,10 +355,20 @@ class JobResult:
 def run_validation(workers: int = 2, rows: int = 100_000, rounds: int = 50,
                    extra_args: Iterable[str] = (), client=None, jobs_dir: Optional[os.PathLike] = None,
                    sink: Callable[[str], None] = print, poll_s: float = 2.0,
-                   timeout_s: Optional[float] = None) -> JobResult:
-    """Submit the validation job, follow its logs, and return its parsed summary and progress."""
-    entrypoint = build_entrypoint(workers, rows, rounds, list(extra_args))
-    runtime_env = build_runtime_env(jobs_dir or find_jobs_dir())
+                   timeout_s: Optional[float] = None, *, device: Optional[str] = None,
+                   env_vars: Optional[Mapping[str, str]] = None, pip: Sequence[str] = (),
+                   working_dir: Optional[os.PathLike] = None, ship_jobs: bool = False) -> JobResult:
+    """Submit the validation job, follow its logs, and return its parsed summary and progress.
+
+    ``device``: ``cpu``, ``cuda`` or ``auto`` (default: from ``DF_RAY_GPU_WORKERS``, else the job's own
+    default, cpu). ``env_vars``, ``pip``, ``working_dir``, ``ship_jobs`` (with ``jobs_dir``): the
+    ``runtime_env`` extras of :func:`build_runtime_env`; none by default.
+    """
+    if device is None:
+        device = default_device()
+    entrypoint = build_entrypoint(workers, rows, rounds, list(extra_args), device=device)
+    runtime_env = build_runtime_env(env_vars, pip=pip, working_dir=working_dir, ship_jobs=ship_jobs,
+                                    jobs_dir=jobs_dir)
     client = client or make_client()
     job_id = submit(client, entrypoint, runtime_env, metadata={"submitted-from": "jupyterhub"})
     sink(f"submitted {job_id}: {entrypoint}")

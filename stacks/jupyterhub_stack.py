@@ -83,10 +83,12 @@ class JupyterHubStack(cdk.Stack):
         internal_load_balancer: bool,
         allowed_cidrs: Sequence[str],
         keep_homes_on_destroy: bool = True,
+        ray_gpu_workers: bool = False,
         **kwargs,
     ) -> None:
         """``keep_homes_on_destroy``: home volumes and the hub database outlive this stack and the cluster
-        (StorageClass ``gp3-retain``); False deletes them with their claims."""
+        (StorageClass ``gp3-retain``); False deletes them with their claims. ``ray_gpu_workers``: the RayCluster
+        has a GPU worker group (notebooks then submit the job in GPU mode)."""
         super().__init__(scope, construct_id, **kwargs)
 
         # This stack owns the namespace (the Ray stack creates it first and leaves it on delete): deleting the
@@ -129,6 +131,7 @@ class JupyterHubStack(cdk.Stack):
             home_capacity=f"{home_capacity_gib}Gi",
             storage_class=RETAIN_STORAGE_CLASS if keep_homes_on_destroy else DEFAULT_STORAGE_CLASS,
             cull_timeout_seconds=cull_timeout_seconds,
+            ray_gpu_workers=ray_gpu_workers,
         )
         self.release = pinned_chart(
             self,

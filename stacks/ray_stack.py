@@ -155,6 +155,8 @@ class RayStack(cdk.Stack):
             token_secret=rc.TOKEN_SECRET,
             token_key=rc.TOKEN_KEY,
             job_args=validation_args,
+            # The job boosts on the GPU workers when the cluster has them (the same code path as on CPUs).
+            gpu_workers=ray_cluster.has_gpu_group,
             invoker_account=pipeline_account,
             # The cluster's key (it already admits CloudWatch Logs): one key less to pay for.
             encryption_key=encryption_key,

@@ -1,18 +1,19 @@
 """The example notebook, executed as a user of the platform runs it: a real kernel, the notebook image's
 file layout, and a Ray head with token authentication behind the Jobs API.
 
-* The image layout comes from ``images/notebook/Dockerfile`` itself: its ``COPY`` lines are replayed into a
-  temporary root (``/opt/dynamic-factory/...`` -> ``<tmp>/rootfs/opt/dynamic-factory/...``) and its
-  ``ENV PYTHONPATH`` is mapped the same way. The kernel starts in an empty "home", not in ``notebooks/``, so
-  ``import ray_submit`` and ``import jobs`` can only work through that layout, as on the cluster.
+* The image layouts come from the Dockerfiles themselves: the ``COPY`` lines of ``images/notebook/Dockerfile``
+  and of ``images/ray/Dockerfile`` are replayed into temporary roots (``/opt/dynamic-factory/...`` ->
+  ``<tmp>/rootfs/opt/dynamic-factory/...``) and their ``ENV PYTHONPATH`` is mapped the same way. The kernel
+  starts in an empty "home", not in ``notebooks/``, so ``import ray_submit`` and ``import jobs`` can only work
+  through that layout, as on the cluster; the Ray head gets the Ray image's ``PYTHONPATH``, so the job runs
+  from the image's copy of ``jobs`` with nothing uploaded, as on the platform.
 * The Ray head is ``ray start --head --block`` (as on the RayCluster), in its own process group, with
   ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN``; every port it would otherwise take by default is a free one,
   its output goes to a log file, and it is stopped (SIGTERM, drain off) when this module ends: one Ray at a
   time, never next to ``tests/jobs/test_job_local_ray.py``'s.
 * The kernel gets what ``charts/jupyterhub_values.py`` gives a user's server (``RAY_ADDRESS``, ``RAY_AUTH_MODE``,
-  ``RAY_AUTH_TOKEN``) plus the notebook's documented knobs for a small, offline run: ``DF_NOTEBOOK_*`` (job
-  size, poll interval), ``RAY_JOB_STORAGE_PATH``, and ``DF_JOB_PIP=0`` (the local Ray already has XGBoost:
-  nothing is pip-installed at test time).
+  ``RAY_AUTH_TOKEN_PATH`` naming a read-only file that holds the token, ``DF_RAY_GPU_WORKERS=0``: no GPU group here) plus the notebook's documented knobs for a
+  small, offline run: ``DF_NOTEBOOK_*`` (job size, poll interval) and ``RAY_JOB_STORAGE_PATH``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from jobs.config import LOCAL_HEALTH_CHECK_INTERVAL_S  # noqa: E402
 from tests.platform_synth import ROOT  # noqa: E402
 
 DOCKERFILE = ROOT / "images" / "notebook" / "Dockerfile"
+RAY_DOCKERFILE = ROOT / "images" / "ray" / "Dockerfile"
 NOTEBOOK = ROOT / "notebooks" / "xgboost_on_ray.ipynb"
 # What the image build leaves out of the context (stacks/jupyterhub_stack.py, notebook_image_asset).
 BUILD_CONTEXT_IGNORE = shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints")
@@ -158,6 +160,15 @@ def image(tmp_path_factory) -> Image:
 
 
 @pytest.fixture(scope="module")
+def ray_image(tmp_path_factory) -> Image:
+    """The Ray image's layout: where the job's code sits and the PYTHONPATH that makes ``jobs`` importable."""
+    copies, pythonpath = image_layout(RAY_DOCKERFILE.read_text())
+    root = tmp_path_factory.mktemp("ray-image") / "rootfs"
+    lay_out_image(root, copies)
+    return Image(root, copies, pythonpath, [str(in_root(root, p)) for p in pythonpath])
+
+
+@pytest.fixture(scope="module")
 def user_home(tmp_path_factory):
     """A user's home: empty, nothing of the repository in it, no ~/.ray/auth_token."""
     home = tmp_path_factory.mktemp("home") / "jovyan"
@@ -194,6 +205,14 @@ def test_the_first_cell_imports_resolve_through_the_image_layout_from_a_home(ima
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [str(image.copied_to("notebooks") / "ray_submit.py"),
                                    str(image.copied_to("jobs") / "__init__.py")]  # not the repository's
+
+
+def test_the_ray_image_carries_the_job(ray_image, user_home):
+    """What lets submissions send no code: ``jobs`` importable through the Ray image's PYTHONPATH."""
+    assert (ray_image.copied_to("jobs") / "xgboost_validation.py").is_file(), ray_image.copies
+    proc = import_in_image(user_home, ray_image.mapped, "import jobs.xgboost_validation as j; print(j.__file__)")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(ray_image.copied_to("jobs") / "xgboost_validation.py")
 
 
 def test_without_the_notebooks_dir_on_pythonpath_the_first_cell_fails(image, user_home):
@@ -235,7 +254,7 @@ class RayHead:
     """``ray start --head --block`` with token auth, 2 CPUs and a small object store, in its own process
     group; ``wait_ready()`` returns once its Jobs API answers (the kernel starts meanwhile)."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, pythonpath: list[str]):
         self.base = base
         # Always short: Unix socket paths below it are capped at 107 bytes, and with the dashboard the longest
         # (<temp>/session_<date>_<time>_<pid>/sockets/dash_MetricsHead) leaves ~39 characters, fewer than
@@ -245,7 +264,7 @@ class RayHead:
         home.mkdir()
         gcs, dashboard, client_server, agent = free_ports(4)  # the ports Ray would take by default
         self.url, self.token = f"http://127.0.0.1:{dashboard}", TOKEN
-        env = {**base_env(home, []), **LOCAL_TRAIN_ENV,
+        env = {**base_env(home, pythonpath), **LOCAL_TRAIN_ENV,
                "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN,
                "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",  # SIGTERM stops at once (no drain wait)
                "RAY_USAGE_STATS_ENABLED": "0"}
@@ -282,8 +301,8 @@ class RayHead:
 
 
 @pytest.fixture(scope="module")
-def ray_head(tmp_path_factory):
-    head = RayHead(tmp_path_factory.mktemp("ray-head"))
+def ray_head(tmp_path_factory, ray_image):
+    head = RayHead(tmp_path_factory.mktemp("ray-head"), ray_image.mapped)
     try:
         yield head
     finally:
@@ -302,11 +321,16 @@ def stream_text(cell) -> str:
 @pytest.fixture(scope="module")
 def executed(image, user_home, ray_head, tmp_path_factory):
     """``(executed notebook, error or None)``: every cell run in a fresh ipykernel."""
+    # The token as the platform hands it over: the Secret mounted as a file readable by the server's group.
+    token_file = tmp_path_factory.mktemp("ray-auth") / "token"
+    token_file.write_text(ray_head.token)
+    token_file.chmod(0o440)
     env = {**base_env(user_home, image.mapped), **JOB_SIZE,
            # What charts/jupyterhub_values.py gives every user's server ...
-           "RAY_ADDRESS": ray_head.url, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ray_head.token,
-           # ... and the local-run switches the notebook documents.
-           "DF_JOB_PIP": "0", "RAY_JOB_STORAGE_PATH": str(tmp_path_factory.mktemp("ray-results")),
+           "RAY_ADDRESS": ray_head.url, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file),
+           "DF_RAY_GPU_WORKERS": "0",
+           # ... and the local-run switch the notebook documents.
+           "RAY_JOB_STORAGE_PATH": str(tmp_path_factory.mktemp("ray-results")),
            # A quieter kernel log (debugger and jupyter_core warnings).
            "PYDEVD_DISABLE_FILE_VALIDATION": "1", "JUPYTER_PLATFORM_DIRS": "1"}
     nb = nbformat.read(NOTEBOOK, as_version=4)
@@ -343,7 +367,7 @@ def test_the_first_cell_found_the_image_layout_and_the_token(executed, image):
     out = stream_text(code_cell(nb, "import ray_submit"))
     assert "token auth   : on" in out
     assert f"jobs package : {image.copied_to('jobs')}\n" in out
-    assert "already on the cluster (DF_JOB_PIP=0)" in out
+    assert "GPU workers  : no (DF_RAY_GPU_WORKERS)" in out
     assert "WARNING" not in out  # the kernel's Ray is the pinned one
 
 
@@ -370,13 +394,12 @@ def test_the_job_went_through_the_jobs_api_with_the_token(executed, ray_head):
     job = json.loads(body)
     assert job["status"] == "SUCCEEDED", job
     assert job["metadata"].get("submitted-from") == "jupyterhub"  # ray_submit.run_validation's
-    assert shlex.split(job["entrypoint"])[:9] == [
+    assert shlex.split(job["entrypoint"])[:11] == [
         "python", "-m", "jobs.xgboost_validation", "--workers", JOB_SIZE["DF_NOTEBOOK_WORKERS"],
-        "--rows", JOB_SIZE["DF_NOTEBOOK_ROWS"], "--rounds", JOB_SIZE["DF_NOTEBOOK_ROUNDS"]]
-    runtime_env = job["runtime_env"]
-    assert "pip" not in runtime_env  # nothing installed at test time
-    (module,) = runtime_env["py_modules"]
-    assert module.startswith("gcs://"), module  # jobs/ was uploaded through the API
+        "--rows", JOB_SIZE["DF_NOTEBOOK_ROWS"], "--rounds", JOB_SIZE["DF_NOTEBOOK_ROUNDS"],
+        "--device", "cpu"]  # from DF_RAY_GPU_WORKERS=0
+    # The code and its pins come from the Ray image: nothing uploaded, nothing installed.
+    assert not job.get("runtime_env"), job.get("runtime_env")
 
 
 def test_the_job_passed(executed):
@@ -390,6 +413,11 @@ def test_the_job_passed(executed):
     assert summary["rounds"] == int(JOB_SIZE["DF_NOTEBOOK_ROUNDS"])
     assert summary["workers"] == int(JOB_SIZE["DF_NOTEBOOK_WORKERS"])
     assert summary["auc"] >= 0.8
-    # The job's progress lines came back through the Jobs API logs (one per checkpoint).
+    # The job's progress lines came back through the Jobs API logs (one per checkpoint) ...
     run_out = stream_text(code_cell(nb, "run_validation("))
     assert re.search(r"round 10/10 validation-auc=", run_out), run_out[-2000:]
+    assert len(re.findall(r"\] round \d+/10 ", run_out)) == 10 // int(JOB_SIZE["DF_NOTEBOOK_CHECKPOINT_EVERY"])
+    # ... without Ray's noise: the job log is a file, so no colour codes either.
+    for noise in ("\x1b[", "Failed to query Ray Train Controller", "Token authentication is enabled",
+                  " got rank "):
+        assert noise not in run_out, noise

@@ -242,6 +242,8 @@ def test_address_selects_local_or_cluster(monkeypatch):
     (["--data", "x.parquet", "--rows", "10"], "--rows", "only applies to --data synthetic"),
     (["--label-column", "y"], "--label-column", "only applies to a --data path"),
     (["--address", "ray://h:10001", "--num-cpus", "4"], "--num-cpus", "embedded local Ray"),
+    (["--address", "ray://h:10001", "--num-gpus", "1"], "--num-gpus", "embedded local Ray"),
+    (["--num-gpus", "-1"], "--num-gpus", "must be >= 0"),
     (["--workers", "2", "--cpus-per-worker", "2", "--num-cpus", "3"], "--num-cpus", ">= --workers"),
     (["--ray-temp-dir", "/tmp/" + "x" * MAX_RAY_TEMP_DIR_CHARS], "--ray-temp-dir", "107 bytes"),
     (["--drill-kill-after-round", "5"], "--drill-kill-after-round", "--checkpoint-every (10) < N"),
@@ -265,6 +267,13 @@ def test_parse_config_exits_2_with_the_problems(capsys):
         parse_config(["--workers", "0"])
     assert exc.value.code == 2
     assert "--workers: 0: must be >= 1" in capsys.readouterr().err
+
+
+def test_matrix_type_is_a_choice_defaulting_to_dmatrix(capsys):
+    assert cfg().matrix == "dmatrix" and cfg("--matrix", "quantile").matrix == "quantile"
+    with pytest.raises(SystemExit):
+        cfg("--matrix", "sparse")
+    assert "invalid choice: 'sparse'" in capsys.readouterr().err
 
 
 def test_xgboost_params_follow_the_config():
@@ -362,6 +371,15 @@ def test_summary_text_and_json():
     assert "\n" not in s.to_json()
     # non-finite numbers become null, so the line stays strict JSON
     assert json.loads(_summary(fit_seconds=0.0).to_json())["rows_per_second"] is None
+    assert (d["device"], d["matrix_seconds"], d["checkpoint_seconds"]) == ("cpu", None, None)
+
+
+def test_summary_says_where_the_time_went_and_on_which_device():
+    s = _summary(device="cuda", matrix_seconds=0.5, checkpoint_seconds=0.25)
+    text = format_summary(s)
+    assert "2 x 1 CPU + 1 GPU (device cuda)" in text
+    assert "2.00 s boosting (of which 0.25 s evaluating + checkpointing), 0.50 s building the matrix" in text
+    assert json.loads(s.to_json())["device"] == "cuda"
 
 
 

@@ -20,7 +20,7 @@ class FakeJobsApi:
         self.submitted: list[dict] = []
         self.stopped: list[str] = []
 
-    def submit_job(self, *, entrypoint, runtime_env):
+    def submit_job(self, *, entrypoint, runtime_env=None):
         self.submitted.append({"entrypoint": entrypoint, "runtime_env": runtime_env})
         return "raysubmit_1"
 
@@ -37,14 +37,37 @@ class FakeJobsApi:
         self.stopped.append(job_id)
 
 
-def test_runtime_env_ships_the_jobs_package_and_its_pins():
-    env = submit.runtime_env()
-    assert env["py_modules"] == [str(submit.JOBS_DIR)]
-    packages = env["pip"]["packages"]
-    assert f"xgboost=={versions.XGBOOST_VERSION}" in packages
-    assert not any(r.lower().startswith("ray") for r in packages)  # Ray comes with the image
-    assert all("==" in r for r in packages)
+def test_runtime_env_is_empty_by_default_the_image_has_the_job_and_its_pins():
+    assert submit.runtime_env() == {}
     assert submit.pinned_ray_version() == versions.RAY_VERSION
+
+
+def test_runtime_env_carries_only_the_extras_asked_for(tmp_path):
+    env = submit.runtime_env({"A": "1"}, pip=["rich==13.9.4"], working_dir=str(tmp_path))
+    assert env == {"env_vars": {"A": "1"}, "pip": {"packages": ["rich==13.9.4"], "pip_check": False},
+                   "working_dir": str(tmp_path)}
+    json.dumps(env)  # Ray sends it as JSON
+    with pytest.raises(ValueError, match="sequence"):
+        submit.runtime_env(pip="rich")
+    with pytest.raises(ValueError, match="strings"):
+        submit.runtime_env({"A": 1})
+
+
+def test_ship_jobs_uploads_this_checkout_s_package_only_when_asked(tmp_path):
+    env = submit.runtime_env(ship_jobs=True)
+    assert env == {"py_modules": [str(submit.JOBS_DIR)]}
+    with pytest.raises(ValueError, match="not the jobs package"):
+        submit.runtime_env(ship_jobs=True, jobs_dir=tmp_path)
+
+
+def test_cli_runtime_env_options(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    args = submit.parse_args(["--address", "http://h:8265", "--env", "A=1", "--env", "B=x=y", "--pip", "rich",
+                              "--ship-jobs", "--", "--rows", "10"])
+    assert args.env_vars == {"A": "1", "B": "x=y"} and args.pip == ["rich"] and args.ship_jobs
+    assert args.job_args == ["--rows", "10"]
+    plain = submit.parse_args(["--address", "http://h:8265", "--", "--rows", "10"])
+    assert (plain.env_vars, plain.pip, plain.working_dir, plain.ship_jobs) == ({}, [], None, False)
 
 
 def test_job_requirements_pin_the_same_ray_and_xgboost_as_versions():
@@ -76,7 +99,15 @@ def test_success_after_polling_returns_zero_and_prints_the_summary():
     out = io.StringIO()
     assert submit.submit_and_wait(api, ["--rows", "10"], wait=True, timeout=60, sleep=lambda s: None, out=out) == 0
     assert api.submitted[0]["entrypoint"].endswith("--rows 10")
+    assert api.submitted[0]["runtime_env"] is None  # nothing travels by default
     assert '"auc": 0.87' in out.getvalue()
+
+
+def test_extras_reach_the_submission():
+    api = FakeJobsApi()
+    env = submit.runtime_env({"A": "1"})
+    submit.submit_and_wait(api, [], wait=False, timeout=10, out=io.StringIO(), env=env)
+    assert api.submitted[0]["runtime_env"] == {"env_vars": {"A": "1"}}
 
 
 def test_failed_job_returns_one():
@@ -104,6 +135,7 @@ def test_last_json_line_skips_noise():
 @pytest.mark.parametrize("argv,fragment", [
     (["--address", "ray-head:8265"], "http://host:8265"),
     (["--address", "http://h:8265", "--timeout", "0"], "positive"),
+    (["--address", "http://h:8265", "--env", "NOVALUE"], "KEY=VALUE"),
 ])
 def test_bad_arguments_exit_2(argv, fragment, capsys, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

@@ -111,5 +111,16 @@ def test_every_user_server_gets_ray_address_and_token(platform):
     singleuser = _hub(platform).values["singleuser"]
     env = singleuser["extraEnv"]
     assert env["RAY_ADDRESS"] == "http://ray-head-svc.ray.svc.cluster.local:8265"
-    assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "ray-auth-token", "key": "token"}
+    (volume,) = singleuser["storage"]["extraVolumes"]
+    (mount,) = singleuser["storage"]["extraVolumeMounts"]
+    assert volume["secret"]["secretName"] == "ray-auth-token" and mount["name"] == volume["name"]
+    assert env["RAY_AUTH_TOKEN_PATH"].startswith(mount["mountPath"] + "/")
+    assert "RAY_AUTH_TOKEN" not in env
     assert singleuser["uid"] != 0
+
+
+def test_notebooks_are_told_whether_the_ray_cluster_has_gpu_workers(any_platform):
+    """DF_RAY_GPU_WORKERS follows the synthesized RayCluster: "1" exactly when it has the gpu worker group."""
+    (ray_cluster,) = [o for o in any_platform.assembly.kube_objects() if o["kind"] == "RayCluster"]
+    has_gpu = any(g["groupName"] == "gpu" for g in ray_cluster["spec"]["workerGroupSpecs"])
+    assert _hub(any_platform).values["singleuser"]["extraEnv"]["DF_RAY_GPU_WORKERS"] == ("1" if has_gpu else "0")

@@ -299,11 +299,22 @@ def test_ray_address_and_token_are_injected_from_the_secret():
     env = native().to_values()["singleuser"]["extraEnv"]
     assert env["RAY_ADDRESS"] == "http://ray-head-svc.ray.svc.cluster.local:8265"
     assert env["RAY_AUTH_MODE"] == "token"
-    assert env["RAY_AUTH_TOKEN"] == {
-        "name": "RAY_AUTH_TOKEN",
-        "valueFrom": {"secretKeyRef": {"name": "ray-auth-token", "key": "token"}},
-    }
-    assert "value" not in env["RAY_AUTH_TOKEN"]
+    # The token is a mounted file, not an environment variable (Ray 2.60 reads RAY_AUTH_TOKEN_PATH).
+    assert "RAY_AUTH_TOKEN" not in env
+    assert env["RAY_AUTH_TOKEN_PATH"] == "/etc/ray-auth/token"
+    storage = native().to_values()["singleuser"]["storage"]
+    (volume,) = storage["extraVolumes"]
+    (mount,) = storage["extraVolumeMounts"]
+    assert volume["secret"]["secretName"] == "ray-auth-token"
+    assert volume["secret"]["items"] == [{"key": "token", "path": "token"}]
+    assert volume["secret"]["defaultMode"] == 0o440  # root-owned, readable by the server's group (fsGid)
+    assert (mount["name"], mount["readOnly"]) == (volume["name"], True)
+    assert f"{mount['mountPath']}/{volume['secret']['items'][0]['path']}" == env["RAY_AUTH_TOKEN_PATH"]
+
+
+def test_notebooks_learn_whether_the_ray_cluster_has_gpu_workers():
+    assert native().to_values()["singleuser"]["extraEnv"]["DF_RAY_GPU_WORKERS"] == "0"
+    assert native(ray_gpu_workers=True).to_values()["singleuser"]["extraEnv"]["DF_RAY_GPU_WORKERS"] == "1"
 
 
 def test_notebook_image_carries_the_cluster_ray_and_python():

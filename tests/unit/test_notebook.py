@@ -93,8 +93,23 @@ def test_ray_address_must_be_the_jobs_api(rs):
 def test_auth_header_from_the_token_env(rs):
     assert rs.auth_headers({"RAY_AUTH_TOKEN": "abc123"}) == {"Authorization": "Bearer abc123"}
     assert rs.auth_headers({}) == {}
-    with pytest.raises(rs.RaySubmitError, match="RAY_AUTH_TOKEN is empty"):
+    with pytest.raises(rs.RaySubmitError, match="neither RAY_AUTH_TOKEN nor the file"):
         rs.auth_headers({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ""})
+
+
+def test_auth_header_from_the_mounted_token_file(rs, tmp_path):
+    """The platform mounts the Secret as a file and sets RAY_AUTH_TOKEN_PATH (charts/jupyterhub_values.py)."""
+    token_file = tmp_path / "token"
+    token_file.write_text("from-the-file\n")
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
+    assert rs.auth_headers(env) == {"Authorization": "Bearer from-the-file"}
+    # The variable wins over the file, as in Ray's own loader.
+    assert rs.auth_headers({**env, "RAY_AUTH_TOKEN": "from-env"}) == {"Authorization": "Bearer from-env"}
+    with pytest.raises(rs.RaySubmitError, match="cannot read the Ray token"):
+        rs.auth_headers({**env, "RAY_AUTH_TOKEN_PATH": str(tmp_path / "missing")})
+    token_file.write_text("")
+    with pytest.raises(rs.RaySubmitError, match="neither RAY_AUTH_TOKEN nor the file"):
+        rs.auth_headers(env)
 
 
 def test_make_client_passes_address_and_token_header(rs):
@@ -132,34 +147,54 @@ def test_entrypoint_is_accepted_by_the_job_cli(rs):
     assert (cfg.workers, cfg.data.rows, cfg.rounds, cfg.checkpoint_every) == (2, 1000, 5, 2)
 
 
-def test_runtime_env_uploads_jobs_and_pins_xgboost(rs):
-    env = rs.build_runtime_env(JOBS_DIR, env_vars={"PYTHONUNBUFFERED": "1"})
-    assert env["py_modules"] == [str(JOBS_DIR.resolve())]
-    assert f"xgboost=={versions.XGBOOST_VERSION}" in env["pip"]["packages"]
-    assert env["env_vars"] == {"PYTHONUNBUFFERED": "1"}
-    assert "working_dir" not in env  # only the jobs package is uploaded, not the whole repository
+def test_runtime_env_is_empty_by_default_the_ray_image_has_the_job(rs):
+    assert rs.build_runtime_env() == {}
+
+
+def test_runtime_env_carries_the_extras_asked_for(rs, tmp_path):
+    env = rs.build_runtime_env({"PYTHONUNBUFFERED": "1"}, pip=["rich==13.9.4"], working_dir=tmp_path)
+    assert env == {"env_vars": {"PYTHONUNBUFFERED": "1"}, "working_dir": str(tmp_path),
+                   "pip": {"packages": ["rich==13.9.4"], "pip_check": False}}
     json.dumps(env)  # Ray sends it as JSON
+    with pytest.raises(ValueError, match="strings"):
+        rs.build_runtime_env({"N": 1})
 
 
-def test_runtime_env_without_pip_for_a_ray_that_has_the_dependencies(rs, monkeypatch):
-    """DF_JOB_PIP=0 (the notebook's behaviour test on a local Ray): nothing to pip-install at submit time."""
-    monkeypatch.delenv(rs.JOB_PIP_ENV, raising=False)
-    assert "pip" in rs.build_runtime_env(JOBS_DIR)  # the platform's default
-    monkeypatch.setenv(rs.JOB_PIP_ENV, "0")
-    env = rs.build_runtime_env(JOBS_DIR)
-    assert "pip" not in env and env["py_modules"] == [str(JOBS_DIR.resolve())]
-    assert "pip" in rs.build_runtime_env(JOBS_DIR, install_requirements=True)  # an explicit argument wins
+def test_ship_jobs_uploads_the_jobs_package_only(rs):
+    """Modified job code: this checkout's jobs/ travels as a py_modules entry, never the whole repository."""
+    env = rs.build_runtime_env(ship_jobs=True, jobs_dir=JOBS_DIR)
+    assert env == {"py_modules": [str(JOBS_DIR.resolve())]}
+    assert rs.build_runtime_env(ship_jobs=True)["py_modules"] == [str(JOBS_DIR.resolve())]  # found by itself
 
 
-@pytest.mark.parametrize("value,expected", [(None, True), ("", True), ("1", True), ("true", True),
+@pytest.mark.parametrize("value,expected", [(None, None), ("", None), ("1", True), ("true", True),
                                             ("0", False), ("off", False), (" FALSE ", False)])
-def test_job_pip_switch_values(rs, value, expected):
-    assert rs.job_pip_enabled({} if value is None else {rs.JOB_PIP_ENV: value}) is expected
+def test_gpu_workers_switch_values(rs, value, expected):
+    env = {} if value is None else {rs.GPU_WORKERS_ENV: value}
+    assert rs.gpu_workers(env) is expected
+    assert rs.default_device(env) == {None: None, True: "cuda", False: "cpu"}[expected]
 
 
-def test_job_pip_switch_refuses_other_values(rs):
-    with pytest.raises(rs.RaySubmitError, match="DF_JOB_PIP='maybe'"):
-        rs.job_pip_enabled({rs.JOB_PIP_ENV: "maybe"})
+def test_gpu_workers_switch_refuses_other_values(rs):
+    with pytest.raises(rs.RaySubmitError, match="DF_RAY_GPU_WORKERS='maybe'"):
+        rs.gpu_workers({rs.GPU_WORKERS_ENV: "maybe"})
+
+
+def test_the_gpu_switch_has_the_name_the_job_reads(rs):
+    jobs_config = pytest.importorskip("jobs.config")
+    assert rs.GPU_WORKERS_ENV == jobs_config.GPU_WORKERS_ENV
+    assert rs.DEVICES == jobs_config.DEVICES
+
+
+def test_device_reaches_the_entrypoint_once(rs):
+    entry = rs.build_entrypoint(2, 1000, 5, ["--checkpoint-every", "5"], device="cuda")
+    assert shlex.split(entry)[3:] == ["--workers", "2", "--rows", "1000", "--rounds", "5", "--device", "cuda",
+                                      "--checkpoint-every", "5"]
+    assert "--device" not in rs.build_entrypoint(2, 1000, 5)  # unset: the job's default (cpu)
+    with pytest.raises(ValueError, match="once"):
+        rs.build_entrypoint(2, 1000, 5, ["--device", "cpu"], device="cuda")
+    with pytest.raises(ValueError, match="device must be one of"):
+        rs.build_entrypoint(2, 1000, 5, device="tpu")
 
 
 def _run_parameters_cell(rs, environ):
@@ -175,6 +210,10 @@ def test_parameters_cell_defaults_and_environment_overrides(rs):
     ns = _run_parameters_cell(rs, {})
     assert (ns["WORKERS"], ns["ROWS"], ns["ROUNDS"], ns["CHECKPOINT_EVERY"], ns["POLL_S"]) == (2, 200_000, 50, 10, 3)
     assert ns["extra_args"] == ["--checkpoint-every", "10"]
+    assert (ns["DEVICE"], ns["SHIP_JOBS"]) == (None, False)  # the job's default device, the image's code
+    assert _run_parameters_cell(rs, {"DF_RAY_GPU_WORKERS": "1"})["DEVICE"] == "cuda"  # what the hub sets
+    assert _run_parameters_cell(rs, {"DF_RAY_GPU_WORKERS": "1", "DF_NOTEBOOK_DEVICE": "cpu"})["DEVICE"] == "cpu"
+    assert _run_parameters_cell(rs, {"DF_NOTEBOOK_SHIP_JOBS": "1"})["SHIP_JOBS"] is True
     ns = _run_parameters_cell(rs, {"DF_NOTEBOOK_WORKERS": "1", "DF_NOTEBOOK_ROWS": "2000", "DF_NOTEBOOK_ROUNDS": "4",
                                    "DF_NOTEBOOK_CHECKPOINT_EVERY": "2", "DF_NOTEBOOK_POLL_S": "0.5",
                                    "RAY_JOB_STORAGE_PATH": "s3://b/p"})
@@ -184,13 +223,13 @@ def test_parameters_cell_defaults_and_environment_overrides(rs):
 
 def test_runtime_env_refuses_a_wrong_directory(rs, tmp_path):
     with pytest.raises(rs.RaySubmitError, match="not the jobs package"):
-        rs.build_runtime_env(tmp_path)
+        rs.build_runtime_env(ship_jobs=True, jobs_dir=tmp_path)
     fake = tmp_path / "notjobs"
     fake.mkdir()
     (fake / "__init__.py").write_text("")
     (fake / "xgboost_validation.py").write_text("")
     with pytest.raises(rs.RaySubmitError, match="must be named 'jobs'"):
-        rs.build_runtime_env(fake)
+        rs.build_runtime_env(ship_jobs=True, jobs_dir=fake)
 
 
 def test_find_jobs_dir_from_the_notebooks_folder(rs, tmp_path):
@@ -286,9 +325,22 @@ def test_run_validation_end_to_end_with_a_fake_client(rs):
     assert [p["round"] for p in result.progress] == [10, 20]
     (call,) = client.submitted
     assert call["entrypoint"].startswith("python -m jobs.xgboost_validation --workers 2 --rows 1000 --rounds 20")
-    assert f"xgboost=={versions.XGBOOST_VERSION}" in call["runtime_env"]["pip"]["packages"]
+    assert "runtime_env" not in call  # the Ray image has the job and its pins: nothing else travels
     assert "entrypoint_num_cpus" not in call  # the head advertises no CPUs
     assert "".join(printed[1:]).replace("\n", "") == LOGS.replace("\n", "")  # every log byte printed once
+
+
+def test_run_validation_gpu_mode_and_extras(rs, monkeypatch):
+    monkeypatch.setenv(rs.GPU_WORKERS_ENV, "1")
+    client = FakeClient(["SUCCEEDED"], [LOGS])
+    rs.run_validation(workers=2, rows=1000, rounds=20, client=client, sink=lambda _: None, poll_s=0,
+                      env_vars={"A": "1"}, ship_jobs=True, jobs_dir=JOBS_DIR)
+    (call,) = client.submitted
+    assert "--device cuda" in call["entrypoint"]
+    assert call["runtime_env"] == {"py_modules": [str(JOBS_DIR.resolve())], "env_vars": {"A": "1"}}
+    client = FakeClient(["SUCCEEDED"], [LOGS])
+    rs.run_validation(client=client, sink=lambda _: None, poll_s=0, device="cpu")  # an explicit device wins
+    assert "--device cpu" in client.submitted[0]["entrypoint"]
 
 
 def test_failed_job_without_summary(rs):
@@ -357,6 +409,8 @@ def test_helper_matches_the_installed_ray_api(rs):
     assert "headers" in init
     submit = inspect.signature(job_submission.JobSubmissionClient.submit_job).parameters
     assert {"entrypoint", "runtime_env", "metadata", "submission_id"} <= set(submit)
-    env = runtime_env_mod.RuntimeEnv(**rs.build_runtime_env(JOBS_DIR))
-    assert f"xgboost=={versions.XGBOOST_VERSION}" in env["pip"]["packages"]
+    env = runtime_env_mod.RuntimeEnv(**rs.build_runtime_env({"A": "1"}, pip=["rich"], ship_jobs=True,
+                                                            jobs_dir=JOBS_DIR))
+    assert env["pip"]["packages"] == ["rich"] and env["env_vars"] == {"A": "1"}
+    assert env["py_modules"] == [str(JOBS_DIR.resolve())]
     assert {s.name for s in job_submission.JobStatus} >= rs.TERMINAL_STATUSES
