@@ -201,7 +201,7 @@ class ClusterStack(cdk.Stack):
         for child in self.node.find_all():
             if isinstance(child, cdk.CfnResource) and child.cfn_resource_type.startswith("Custom::AWSCDK-EKS-"):
                 for group in handler_logs:
-                    child.add_dependency(group)
+                    child.add_resource_dependency(group)
 
         cdk.CfnOutput(self, "ClusterName", value=self.cluster.cluster_name)
         cdk.CfnOutput(
