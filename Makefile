@@ -14,11 +14,11 @@ PY := $(VENV)/bin/python
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install synth test job bench cost impact deploy diff destroy clean help
+.PHONY: install synth test job bench drill cost impact deploy diff destroy clean help
 
 # Synthesis and the tests never need AWS credentials: keep the SDKs from probing the instance metadata
 # service for them. Not for deploy/diff/destroy, which may run on an EC2 host with an instance profile.
-synth test cost impact job bench: export AWS_EC2_METADATA_DISABLED := true
+synth test cost impact job bench drill: export AWS_EC2_METADATA_DISABLED := true
 
 help:
 	@echo "make synth   install everything, synthesize the platform offline, print a summary (CTX='-c k=v' overrides)"
@@ -29,6 +29,7 @@ help:
 	@echo "make impact  what a config change would do to the deployed resources, offline (CTX='-c k=v')"
 	@echo "make job     run the XGBoost validation job (embedded local Ray unless RAY_ADDRESS is set)"
 	@echo "make bench   compare single-process XGBoost with the Ray job at equal cores"
+	@echo "make drill   reclaim a training worker's node mid-job, each way a Spot worker can leave (local Ray)"
 	@echo "make cost    what the synthesized platform costs idle and at its limits"
 	@echo "make clean   remove build output (cdk.out, dist)"
 
@@ -75,6 +76,9 @@ job: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m jobs.bench
+
+drill: $(VENV)/.installed
+	$(PY) -m jobs.reclaim_drill --mode all
 
 cost: synth
 	@$(PY) -m cost cdk.out

@@ -226,8 +226,8 @@ def notebook_dockerfile(ray_version: str = versions.RAY_VERSION,
     """Dockerfile of the notebook image: docker-stacks ``minimal-notebook`` for the Python version plus the
     cluster's Ray, pinned, checked at build time. Build it as ``<repository>:<notebook_image_tag()>``.
 
-    XGBoost is not installed: the notebook only submits jobs, and each job pins its XGBoost in its own
-    ``runtime_env`` (``notebooks/ray_submit.py``).
+    XGBoost is not installed: the notebook only submits jobs, which run in the cluster's Ray image where the job
+    and its pinned XGBoost already are (``images/ray/Dockerfile``).
     """
     return (
         f"# Notebook image: Python {python_version}, Ray {ray_version} (same as the Ray cluster).\n"

@@ -135,6 +135,9 @@ DEFAULT_RETENTION_DAYS = 30
 # ---------------------------------------------------------------------------------------------------------
 
 
+RAY_LOGS_SIZE_LIMIT = "20Gi"
+
+
 def ray_pod_name_env() -> dict[str, Any]:
     """The container variable ``subPathExpr`` expands: the pod's own name, from the downward API."""
     return {"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
@@ -142,8 +145,9 @@ def ray_pod_name_env() -> dict[str, Any]:
 
 def ray_logs_volume() -> dict[str, Any]:
     """The pod volume: a disk-backed emptyDir (a tmpfs one would be a mount the DaemonSet could not see, and would
-    count against the pod's memory). No size limit, like the one KubeRay adds: Ray rotates its own logs."""
-    return {"name": RAY_LOGS_VOLUME, "emptyDir": {}}
+    count against the pod's memory). It holds Ray's whole session directory, and Ray rotates each file but bounds
+    no total: past RAY_LOGS_SIZE_LIMIT the kubelet evicts this one pod instead of the node's disk filling up."""
+    return {"name": RAY_LOGS_VOLUME, "emptyDir": {"sizeLimit": RAY_LOGS_SIZE_LIMIT}}
 
 
 def ray_logs_volume_mount() -> dict[str, Any]:
@@ -301,7 +305,10 @@ class FluentBitValues:
                 ("log_stream_prefix", FALLBACK_STREAM_PREFIX),
                 ("log_key", "log"),  # the line itself, not a JSON wrapper (fewer bytes ingested)
                 ("auto_create_group", "Off"),  # CloudFormation owns the groups (encryption, retention)
-                ("Retry_Limit", "False"),  # keep retrying; the inputs pause at Mem_Buf_Limit meanwhile
+                # A bounded number of retries (the scheduler backs off between them, minutes in all): a send that
+                # keeps failing (credentials, policy, key) then counts as "retry failed", which the health check
+                # counts, so a shipper that cannot deliver turns NotReady instead of looking healthy.
+                ("Retry_Limit", "10"),
             ])
         ray, hub = self.log_groups[RAY_NAMESPACE], self.log_groups[JUPYTERHUB_NAMESPACE]
         return "\n".join([

@@ -30,8 +30,10 @@ Ray cluster shape:
   ``restartPolicy`` ``Never`` (or unset) on every Ray pod with v2: set to ``Never`` explicitly.
 * Every Ray container: requests == limits (Guaranteed QoS), ``/dev/shm`` as a memory ``emptyDir`` (Ray's object
   store lives there; the container runtime's default is 64 MiB), non-root (the Ray image's user ``ray`` is uid
-  1000, gid 100), no privilege escalation, all capabilities dropped, RuntimeDefault seccomp, a preStop
-  ``ray stop`` and a termination grace period so a Spot worker leaves the cluster cleanly. The root filesystem
+  1000, gid 100), no privilege escalation, all capabilities dropped, RuntimeDefault seccomp. A worker leaves
+  through a preStop that drains its node (``charts/ray_prestop.py``: Ray Train keeps training until the
+  deadline and counts a preemption) inside its termination grace period, with ``ray start --block`` as PID 1;
+  the head leaves with ``ray stop``. The root filesystem
   of Ray containers stays writable: Ray writes ``/tmp/ray`` and runtime_env installs under ``$HOME``.
 * ``DF_CHECKPOINT_URI=s3://<checkpoint_bucket>/checkpoints`` in every Ray container (the bucket may be a CDK
   token; it resolves at deploy time).
@@ -68,6 +70,7 @@ from constructs import Construct
 import versions
 from charts.k8s import api_object, image_registry
 from charts.log_shipping import ray_pod_log_wiring
+from charts.ray_prestop import PRESTOP_DRAIN_SCRIPT
 from charts.karpenter_nodes import (
     DEFAULT_ON_DEMAND_POOL,
     DEFAULT_SPOT_POOL,
@@ -157,6 +160,20 @@ _DROP_ALL: dict[str, Any] = {"drop": ["ALL"]}
 # /tmp/ray of every Ray container (and the head's autoscaler) on a disk emptyDir the log shipper tails
 # (charts/log_shipping.py): the job driver's and the workers' log files outlive the pods.
 _LOGS = ray_pod_log_wiring()
+# A Ray worker's way out (charts/ray_prestop.py): its preStop drains the node with a deadline this much before the
+# pod's grace period ends (`ray start` then stops its processes, up to about a second each) and waits at most
+# PRESTOP_DRAIN_SLACK_SECONDS past it.
+WORKER_DRAIN_MARGIN_SECONDS = 10
+PRESTOP_DRAIN_SLACK_SECONDS = 1
+GRACEFUL_SHUTDOWN_DRAIN_ENV = "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"
+# KubeRay 1.7 keeps a container's own command under this pod annotation (ray-operator/controllers/ray/utils/constant.go).
+RAY_OVERWRITE_CMD_ANNOTATION = "ray.io/overwrite-container-cmd"
+
+
+def worker_drain_seconds(grace_seconds: int) -> int:
+    """Seconds from a worker's preStop to the drain deadline it announces, for a pod grace period of
+    ``grace_seconds``."""
+    return max(1, grace_seconds - WORKER_DRAIN_MARGIN_SECONDS)
 
 
 def _container_security_context(*, read_only_root: bool = False) -> dict[str, Any]:
@@ -613,7 +630,9 @@ class RayClusterChart(cdk8s.Chart):
             annotations={"karpenter.sh/do-not-disrupt": "true"},
             automount_token=True,  # the autoscaler sidecar patches the RayCluster through the API server
         )
-        worker_annotations = {"karpenter.sh/do-not-disrupt": "true"} if st.worker_do_not_disrupt else {}
+        worker_annotations = {RAY_OVERWRITE_CMD_ANNOTATION: "true"}
+        if st.worker_do_not_disrupt:
+            worker_annotations["karpenter.sh/do-not-disrupt"] = "true"
         worker_groups = [
             self._worker_group(
                 CPU_GROUP, st.max_workers,
@@ -673,15 +692,32 @@ class RayClusterChart(cdk8s.Chart):
 
     def _ray_container(self, name: str, image: str, cpu: int, memory_gib: int, *, gpus: int = 0,
                        ports: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        env = [{"name": CHECKPOINT_ENV, "value": self.checkpoint_uri}, _LOGS.container_env]
+        if ports:  # the head: never reclaimed (on-demand, do-not-disrupt); it leaves with `ray stop`
+            pre_stop = ["/bin/sh", "-c", "ray stop"]
+            command: dict[str, Any] = {}
+        else:
+            # A worker drains its node at the GCS (reason PREEMPTION, deadline just inside the grace period) and
+            # keeps training until the deadline; Ray Train then moves the job off it and counts a preemption, not
+            # a failure (charts/ray_prestop.py, measured by jobs/reclaim_drill.py).
+            drain_s = worker_drain_seconds(self.settings.worker_termination_grace_seconds)
+            pre_stop = ["python", "-c", PRESTOP_DRAIN_SCRIPT, str(drain_s), str(PRESTOP_DRAIN_SLACK_SECONDS)]
+            # The kubelet's SIGTERM comes after that deadline: `ray start` must then stop at once, not drain again.
+            env.append({"name": GRACEFUL_SHUTDOWN_DRAIN_ENV, "value": "0"})
+            # `ray start --block` as PID 1 (exec), so SIGTERM reaches it whatever shell KubeRay would wrap it in;
+            # KubeRay leaves the command alone under RAY_OVERWRITE_CMD_ANNOTATION and passes its generated
+            # `ray start ...` in KUBERAY_GEN_RAY_START_CMD.
+            command = {"command": ["/bin/bash", "-c", "--"],
+                       "args": ['ulimit -n 65536; exec /bin/bash -c "$KUBERAY_GEN_RAY_START_CMD"']}
         container: dict[str, Any] = {
             "name": name,
             "image": image,
             "imagePullPolicy": "IfNotPresent",
-            "env": [{"name": CHECKPOINT_ENV, "value": self.checkpoint_uri}, _LOGS.container_env],
+            **command,
+            "env": env,
             "resources": _resources(cpu, memory_gib, gpus),
             "securityContext": _container_security_context(),
-            # Leave the cluster cleanly (drain raylet, release objects) before the pod is killed.
-            "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", "ray stop"]}}},
+            "lifecycle": {"preStop": {"exec": {"command": pre_stop}}},
             "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, _LOGS.container_volume_mount],
         }
         if ports:

@@ -515,7 +515,9 @@ def test_the_boot_model_admits_credentials_and_networks_the_shipper(boot):
 
 def test_the_ray_wiring_is_self_consistent():
     wiring = ls.ray_pod_log_wiring()
-    assert wiring.volume == {"name": "ray-logs", "emptyDir": {}}
+    # Disk-backed (no medium: Memory, which the DaemonSet could not see) and bounded: a runaway worker is evicted
+    # before the node's disk fills.
+    assert wiring.volume == {"name": "ray-logs", "emptyDir": {"sizeLimit": "20Gi"}}
     assert wiring.container_volume_mount["name"] == wiring.volume["name"]
     assert wiring.container_volume_mount["subPathExpr"] == f"$({wiring.container_env['name']})"
     assert wiring.container_env["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}

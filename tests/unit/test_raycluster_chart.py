@@ -41,6 +41,7 @@ from charts.raycluster import (
     RayClusterChart,
     RayClusterSettings,
 )
+from charts.ray_prestop import PRESTOP_DRAIN_SCRIPT
 from tests.support.k8s_schema import CrdValidator, load_crd
 
 SCHEMAS = pathlib.Path(__file__).resolve().parents[2] / "schemas" / "kuberay"
@@ -319,16 +320,29 @@ def test_every_container_is_non_root_without_privilege_escalation(request, fixtu
 def test_workers_terminate_gracefully(default_manifests):
     template = _groups(default_manifests)["cpu"]["template"]
     assert 10 <= template["spec"]["terminationGracePeriodSeconds"] < 120  # inside Spot's 2-minute notice
-    pre_stop = template["spec"]["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
-    assert pre_stop[-1] == "ray stop"
-    assert _groups(_synth(worker_termination_grace_seconds=45))["cpu"]["template"]["spec"][
-        "terminationGracePeriodSeconds"] == 45
+    grace = template["spec"]["terminationGracePeriodSeconds"]
+    (container,) = template["spec"]["containers"]
+    # The preStop drains the node with a deadline inside the grace period (the script the reclaim drill runs).
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == [
+        "python", "-c", PRESTOP_DRAIN_SCRIPT, str(grace - 10), "1"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] == "0"  # SIGTERM after the deadline: stop, no second drain
+    # `ray start --block` is PID 1 (exec) and KubeRay keeps this command (it passes its own in the variable).
+    assert template["metadata"]["annotations"]["ray.io/overwrite-container-cmd"] == "true"
+    assert container["command"] == ["/bin/bash", "-c", "--"]
+    assert container["args"][0].endswith('exec /bin/bash -c "$KUBERAY_GEN_RAY_START_CMD"')
+    shorter = _groups(_synth(worker_termination_grace_seconds=45))["cpu"]["template"]
+    assert shorter["spec"]["terminationGracePeriodSeconds"] == 45
+    assert shorter["spec"]["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][3] == "35"
+    head = _ray_cluster(default_manifests)["spec"]["headGroupSpec"]["template"]
+    assert head["spec"]["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][-1] == "ray stop"
+    assert "command" not in head["spec"]["containers"][0]
 
 
 def test_workers_protected_from_consolidation_by_default_only(default_manifests):
-    assert _groups(default_manifests)["cpu"]["template"]["metadata"]["annotations"] == {
-        "karpenter.sh/do-not-disrupt": "true"}
-    assert "annotations" not in _groups(_synth(worker_do_not_disrupt=False))["cpu"]["template"]["metadata"]
+    assert _groups(default_manifests)["cpu"]["template"]["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"
+    assert "karpenter.sh/do-not-disrupt" not in _groups(_synth(worker_do_not_disrupt=False))["cpu"]["template"][
+        "metadata"]["annotations"]
 
 
 def test_only_the_head_mounts_a_kubernetes_api_token(default_manifests):
