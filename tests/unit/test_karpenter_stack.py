@@ -10,6 +10,7 @@ from cdk_constructs.karpenter_teardown_guard import PROFILE_GUARD_TYPE
 from cdk_constructs.karpenter_teardown_guard import RESOURCE_TYPE as TEARDOWN_GUARD_TYPE
 from charts import karpenter_nodes as kn
 from tests.platform_synth import ROOT
+from tests.support.helm_values import unknown_paths
 from tests.support.k8s_schema import CrdValidator
 
 KARPENTER_SCHEMAS = ROOT / "schemas" / "karpenter"
@@ -88,27 +89,14 @@ def test_interruption_queue_setting_is_the_queue_name_not_url_or_arn(platform):
     assert values["settings"]["interruptionQueue"] == queue["Properties"]["QueueName"] == "dynamic-factory"
 
 
-def _known_paths(node, prefix=()):
-    if isinstance(node, dict):
-        for key, child in node.items():
-            yield prefix + (key,)
-            yield from _known_paths(child, prefix + (key,))
-
-
-def _set_paths(node, prefix=()):
-    """Paths we set, stopping at free-form maps/lists (nodeSelector, tolerations, resources)."""
-    free_form = {"nodeSelector", "tolerations", "resources", "podAnnotations", "podLabels"}
-    for key, child in node.items():
-        yield prefix + (key,)
-        if isinstance(child, dict) and key not in free_form:
-            yield from _set_paths(child, prefix + (key,))
+# Free-form maps/lists of the karpenter chart's values (not the chart's own keys).
+_FREE_FORM = frozenset({"nodeSelector", "tolerations", "resources", "podAnnotations", "podLabels"})
 
 
 def test_every_value_we_set_exists_in_the_upstream_values_file(platform):
-    upstream = set(_known_paths(yaml.safe_load((KARPENTER_SCHEMAS / "values.yaml").read_text())))
+    upstream = yaml.safe_load((KARPENTER_SCHEMAS / "values.yaml").read_text())
     ours = platform.assembly.helm_releases()["karpenter"].values
-    unknown = [".".join(p) for p in _set_paths(ours) if p not in upstream]
-    assert unknown == []
+    assert unknown_paths(ours, upstream, _FREE_FORM) == []
 
 
 # ------------------------------------------------------------------ node pools

@@ -16,6 +16,7 @@ import yaml
 import versions
 from charts import log_shipping as ls
 from tests.platform_synth import ROOT
+from tests.support.helm_values import unknown_paths
 from tools.boot import netpol
 from tools.boot.model import BootModel
 from tools.boot.scheduling import tolerates
@@ -139,26 +140,13 @@ def test_image_is_pinned_and_not_from_docker_hub(any_platform):
     assert "hotReload" not in values
 
 
-def _known_paths(node, prefix=()):
-    if isinstance(node, dict):
-        for key, child in node.items():
-            yield prefix + (key,)
-            yield from _known_paths(child, prefix + (key,))
-
-
-def _set_paths(node, prefix=()):
-    """Paths we set, stopping at free-form values (Kubernetes objects, lists, Fluent Bit's config text)."""
-    free_form = {"resources", "tolerations", "securityContext", "podSecurityContext", "nodeSelector"}
-    for key, child in node.items():
-        yield prefix + (key,)
-        if isinstance(child, dict) and key not in free_form:
-            yield from _set_paths(child, prefix + (key,))
+# Free-form values: Kubernetes objects, lists and Fluent Bit's config text, not the chart's own keys.
+_FREE_FORM = frozenset({"resources", "tolerations", "securityContext", "podSecurityContext", "nodeSelector"})
 
 
 def test_every_value_we_set_exists_in_the_chart_values_file(any_platform):
-    upstream = set(_known_paths(yaml.safe_load(VALUES_FILE.read_text())))
-    unknown = [".".join(p) for p in _set_paths(_values(any_platform)) if p not in upstream]
-    assert unknown == []
+    upstream = yaml.safe_load(VALUES_FILE.read_text())
+    assert unknown_paths(_values(any_platform), upstream, _FREE_FORM) == []
 
 
 def test_the_vendored_values_file_is_recorded_in_provenance():
