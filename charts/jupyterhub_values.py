@@ -9,10 +9,12 @@ Choices (and why):
 
   - Default, no domain: NativeAuthenticator (ships in the z2jh hub image). Users sign up with a
     password; ``open_signup: false`` means nobody can log in until an admin approves them on
-    ``/hub/authorize``. The admin (``NativeAuth.admin_user``) signs up with that name and is approved
-    automatically. JupyterHub 5 admits nobody unless an allow rule is configured: with
-    NativeAuthenticator the rule is ``allow_all`` (the admin approval is the real gate: an unapproved
-    user never authenticates), or an explicit ``allowed_users`` list when given.
+    ``/hub/authorize``. The admin (``NativeAuth.admin_user``) does not sign up: its account exists from the
+    hub's first start, authorized, with a random password from the Secret ``jupyterhub-admin-password``
+    (:mod:`charts.hub_admin_bootstrap`), so no pod can claim the name by signing up first; no sign-up is
+    approved automatically, not even one under an ``allowed_users`` name. JupyterHub 5 admits nobody unless
+    an allow rule is configured: with NativeAuthenticator the rule is ``allow_all`` (the admin approval is the
+    real gate: an unapproved user never authenticates), or an explicit ``allowed_users`` list when given.
   - With a domain: GenericOAuthenticator against the Cognito user pool's hosted-UI domain
     (``https://<prefix>.auth.<region>.amazoncognito.com/oauth2/{authorize,token,userInfo}``), scopes
     ``openid email profile``, callback ``https://<domain>/hub/oauth_callback``. The client *secret* is
@@ -32,7 +34,8 @@ Choices (and why):
   ``proxy.service.disableHttpPort: true`` (no port 80 at all), with a ``LoadBalancer`` Service that EKS's
   built-in AWS cloud controller turns into a Network Load Balancer terminating TLS with the ACM
   certificate (``service.beta.kubernetes.io/aws-load-balancer-ssl-cert`` / ``-ssl-ports: https`` /
-  ``-backend-protocol: tcp``). No extra controller (AWS Load Balancer Controller, ingress controller,
+  ``-backend-protocol: tcp``) under a TLS 1.2+ security policy (``-ssl-negotiation-policy``). No extra
+  controller (AWS Load Balancer Controller, ingress controller,
   cert-manager) is needed. The DNS record for the domain (alias to the NLB) is not created here.
 
 * **Placement.** Hub and proxy run on the ``on-demand`` Karpenter pool (not the system node group): the
@@ -52,15 +55,20 @@ Choices (and why):
   refuses.
 
 * **Notebook → Ray.** Every server gets ``RAY_ADDRESS`` (the head Service's Jobs API, port 8265),
-  ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` from the Secret ``ray-auth-token`` (key ``token``) in
-  the ``jupyterhub`` namespace: the variables Ray (>= 2.52) reads for token authentication. The token is
-  never a literal in the values.
+  ``RAY_AUTH_MODE=token`` and the token of the Secret ``ray-auth-token`` (key ``token``) in the ``jupyterhub``
+  namespace as a read-only file (``RAY_AUTH_TOKEN_PATH``): what Ray (>= 2.52) reads for token
+  authentication. The token is never a literal in the values. With Ray teams (``ray_teams``), the hub picks
+  the cluster per server: the user's teams are their JupyterHub groups of the same names (created empty at
+  the hub's start), the spawn form offers those teams next to the size, and a hook sets that team's
+  ``RAY_ADDRESS``, token Secret copy and pod label; a user in no team cannot start a server.
 
-* **Network policy.** On for hub, proxy and single-user servers. Hub egress additionally allows TCP 443
-  to any destination: under Cilium the Kubernetes API server has the ``kube-apiserver`` identity, which
-  z2jh's ``privateIPs`` ``ipBlock`` does not match, and without the API the hub cannot spawn servers.
-  Single-user egress: DNS to kube-system,
-  the Ray head (8265 Jobs API, 10001 Ray Client) by namespace + pod selector (Cilium ignores ``ipBlock``
+* **Network policy.** On for hub, proxy and single-user servers. Proxy ingress: without a domain no port is
+  open to every pod (``kubectl port-forward`` does not cross the pod network); with one, the http port the
+  load balancer reaches. Hub ingress: the labelled pods of its own namespace only. Hub egress: DNS, the proxy
+  and the servers (z2jh's rules), the API server through a CiliumNetworkPolicy (:func:`hub_api_server_policy`:
+  under Cilium the API server has the ``kube-apiserver`` identity, which no NetworkPolicy peer matches), and
+  HTTPS to public addresses only with Cognito. Single-user egress: DNS to kube-system,
+  the Ray head of each cluster (8265 Jobs API, 10001 Ray Client) by namespace + pod selector (Cilium ignores ``ipBlock``
   for pod IPs, so z2jh's ``privateIPs`` rule would *not* open the way to Ray), the public internet
   (``nonPrivateIPs: true``: pip, conda, git, data sets), and nothing else in the VPC (``privateIPs:
   false``: no other pods, nodes, databases). Notebooks get no AWS credentials, so the ``host`` entity on
@@ -76,6 +84,7 @@ Choices (and why):
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -84,6 +93,8 @@ from typing import Any, Sequence
 import aws_cdk as cdk
 
 import versions
+from charts import hub_admin_bootstrap as hub_admin
+from charts import ray_teams as rt
 from charts import raycluster
 from charts.karpenter_nodes import NodePoolSettings, pool_placement
 from charts.storage import DEFAULT_STORAGE_CLASS
@@ -92,6 +103,8 @@ from charts.storage import RETAIN_STORAGE_CLASS as HUB_DB_STORAGE_CLASS
 __all__ = [
     "COGNITO_SCOPES",
     "DEFAULT_SERVER_SIZES",
+    "DEFAULT_TLS_POLICY",
+    "HUB_POD_LABELS",
     "JUPYTERHUB_NAMESPACE",
     "NOTEBOOK_BASE_IMAGE",
     "RAY_ADDRESS",
@@ -101,6 +114,8 @@ __all__ = [
     "RAY_TOKEN_ENV",
     "RAY_TOKEN_FILE",
     "RAY_TOKEN_PATH_ENV",
+    "TEAM_PROFILE_OPTION",
+    "TLS12_POLICIES",
     "CognitoAuth",
     "GpuProfile",
     "HttpsEndpoint",
@@ -108,6 +123,7 @@ __all__ = [
     "NativeAuth",
     "NotebookImage",
     "ServerSize",
+    "hub_api_server_policy",
     "notebook_dockerfile",
     "notebook_image",
     "notebook_image_tag",
@@ -164,6 +180,131 @@ CLOUD_METADATA_IP = "169.254.169.254"
 DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"  # Karpenter's pod annotation: no voluntary disruption of its node
 # The EKS API server endpoint port (the `kubernetes` Service's endpoints listen on 443 on EKS).
 KUBERNETES_API_PORT = 443
+HTTPS_PORT = 443
+# Addresses that are not the public internet: z2jh's private ranges, link-local (the instance metadata service, the
+# EKS Pod Identity agent) and carrier-grade NAT space.
+NON_PUBLIC_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10")
+# z2jh's labels on the hub pod (its jupyterhub.matchLabels: app + component; tools/boot/upstream_pods.yaml).
+HUB_POD_LABELS = {"app": "jupyterhub", "component": "hub"}
+CILIUM_API_VERSION = "cilium.io/v2"
+HUB_API_SERVER_POLICY = "hub-to-kube-apiserver"
+# KubeSpawner names the server's container "notebook" (jupyterhub-kubespawner 7.0.0, kubespawner/objects.py make_pod).
+NOTEBOOK_CONTAINER = "notebook"
+# The spawn form's option (a KubeSpawner profile_options entry) that picks the Ray team.
+TEAM_PROFILE_OPTION = "ray-team"
+
+
+def hub_api_server_policy(namespace: str = JUPYTERHUB_NAMESPACE) -> dict[str, Any]:
+    """The hub's way to the Kubernetes API (KubeSpawner creates the notebook pods and claims there): TCP 443 to
+    Cilium's ``kube-apiserver`` entity, which "represents both deployments of the kube-apiserver: within the cluster
+    and outside of the cluster" (cilium/cilium Documentation/security/policy/language.rst, "Entities Based"), i.e.
+    EKS's control-plane endpoints. A NetworkPolicy cannot name it (an ipBlock never matches it under Cilium), which
+    is why the hub had a port-443 rule to every destination before."""
+    return {
+        "apiVersion": CILIUM_API_VERSION,
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": HUB_API_SERVER_POLICY, "namespace": namespace,
+                     "labels": {"app.kubernetes.io/part-of": "dynamic-factory", "app.kubernetes.io/component": "hub"},
+                     "annotations": {"dynamic-factory/description":
+                                     "The JupyterHub hub calls the Kubernetes API (TCP 443) and nothing else "
+                                     "beyond what z2jh's NetworkPolicy allows."}},
+        "spec": {
+            "endpointSelector": {"matchLabels": dict(HUB_POD_LABELS)},
+            "egress": [{"toEntities": ["kube-apiserver"],
+                        "toPorts": [{"ports": [{"port": str(KUBERNETES_API_PORT), "protocol": "TCP"}]}]}],
+        },
+    }
+
+
+# hub.extraConfig of named Ray teams (z2jh runs it after hub.config and the singleuser settings, so
+# c.KubeSpawner.profile_list holds singleuser.profileList here). KubeSpawner 7.0.0 (kubespawner/spawner.py):
+# a callable profile_list is evaluated per spawner, for the form and again in load_user_options(); a choice of a
+# profile option applies its kubespawner_override (dicts such as extra_labels are merged); modify_pod_hook(spawner,
+# pod) runs on the built pod right before it is created. JupyterHub 5.5 runs pre_spawn_hook before Spawner.start and
+# shows an exception's jupyterhub_message on the spawn page (jupyterhub/utils.py format_exception).
+# The team is chosen on the form (only the user's own teams are offered) and carried by the pod label; the hook
+# checks the label against the user's groups again and sets that team's RAY_ADDRESS and token Secret.
+_TEAMS_CONFIG = r'''
+import copy as _df_copy
+import json as _df_json
+
+from kubernetes_asyncio.client import models as _df_k8s
+
+_DF_TEAMS = _df_json.loads(__DF_TEAMS_JSON__)
+_DF_SIZES = c.KubeSpawner.profile_list
+if not isinstance(_DF_SIZES, list) or not _DF_SIZES:
+    raise RuntimeError("ray teams: c.KubeSpawner.profile_list (singleuser.profileList) must be a non-empty list")
+
+
+class DynamicFactoryTeamError(Exception):
+    """A server the Ray tenancy rules refuse; JupyterHub shows jupyterhub_message on the spawn page."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.jupyterhub_message = message
+
+
+def df_user_teams(spawner):
+    """The Ray teams of the spawner's user: JupyterHub groups named like a team."""
+    groups = {group.name for group in spawner.user.groups}
+    return [team for team in _DF_TEAMS["teams"] if team in groups]
+
+
+def df_refusal(spawner, what):
+    return ("%s. Ray teams: %s. An admin adds you to the JupyterHub group of your team (Admin page, Groups), "
+            "then start your server again." % (what, ", ".join(_DF_TEAMS["teams"])))
+
+
+def df_profile_list(spawner):
+    """The server sizes, each with the choice of the user's teams."""
+    profiles = _df_copy.deepcopy(_DF_SIZES)
+    teams = df_user_teams(spawner)
+    if not teams:
+        return profiles  # the pre-spawn hook refuses the server
+    for profile in profiles:
+        profile.setdefault("profile_options", {})[_DF_TEAMS["option"]] = {
+            "display_name": "Ray cluster",
+            "choices": {team: {"display_name": "team %s" % team,
+                               "kubespawner_override": {"extra_labels": {_DF_TEAMS["label"]: team}}}
+                        for team in teams},
+        }
+    return profiles
+
+
+def df_pre_spawn_hook(spawner):
+    teams = df_user_teams(spawner)
+    if not teams:
+        raise DynamicFactoryTeamError(df_refusal(spawner, "%s is in no Ray team" % spawner.user.name))
+    options = spawner.user_options if isinstance(spawner.user_options, dict) else {}
+    chosen = options.get(_DF_TEAMS["option"])
+    if chosen is not None and chosen not in teams:
+        # Asked for through the API, or remembered from a start before the user left that team.
+        raise DynamicFactoryTeamError(df_refusal(
+            spawner, "%s is not in the Ray team %r (your teams: %s): choose one of yours on the spawn form"
+            % (spawner.user.name, chosen, ", ".join(teams))))
+
+
+def df_modify_pod_hook(spawner, pod):
+    team = (pod.metadata.labels or {}).get(_DF_TEAMS["label"])
+    if team not in df_user_teams(spawner):
+        raise DynamicFactoryTeamError(df_refusal(spawner, "%s is not in the Ray team %r" % (spawner.user.name, team)))
+    spec = _DF_TEAMS["teams"][team]
+    (container,) = [one for one in pod.spec.containers if one.name == _DF_TEAMS["container"]]
+    container.env = [var for var in (container.env or []) if var.name != _DF_TEAMS["address_env"]]
+    container.env.append(_df_k8s.V1EnvVar(name=_DF_TEAMS["address_env"], value=spec["address"]))
+    pod.spec.volumes = [vol for vol in (pod.spec.volumes or []) if vol.name != _DF_TEAMS["volume"]]
+    pod.spec.volumes.append(_df_k8s.V1Volume(
+        name=_DF_TEAMS["volume"],
+        secret=_df_k8s.V1SecretVolumeSource(secret_name=spec["secret"], default_mode=0o440,
+                                            items=[_df_k8s.V1KeyToPath(key=spec["key"], path=_DF_TEAMS["token_path"])]),
+    ))
+    return pod
+
+
+c.KubeSpawner.profile_list = df_profile_list
+c.KubeSpawner.pre_spawn_hook = df_pre_spawn_hook
+c.KubeSpawner.modify_pod_hook = df_modify_pod_hook
+'''
 
 _DNS_NAME_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,63}$")
 _ACM_ARN_RE = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+$")
@@ -253,17 +394,21 @@ def _check_usernames(what: str, names: Sequence[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class NativeAuth:
-    """NativeAuthenticator: sign-up with admin approval.
+    """NativeAuthenticator: sign-up with admin approval, and an admin account that exists from the first start.
 
-    :param admin_user: JupyterHub admin; signs up under this name and is approved automatically.
+    :param admin_user: JupyterHub admin. Its account is created at the hub's start with the password of the
+        Secret ``admin_password_secret`` (made by :mod:`charts.hub_admin_bootstrap`), so nobody can claim the name by
+        signing up first; a sign-up under it is refused.
     :param allowed_users: if given, only these users (and the admin) may log in; otherwise every user the
-        admin approved (``allow_all``).
+        admin approved (``allow_all``). Either way a sign-up waits for the admin's approval.
     :param minimum_password_length: NativeAuthenticator's password policy.
+    :param admin_password_secret: the Secret (namespace ``jupyterhub``, key ``password``) holding the admin's password.
     """
 
     admin_user: str
     allowed_users: tuple[str, ...] = ()
     minimum_password_length: int = 12
+    admin_password_secret: str = hub_admin.SECRET_NAME
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allowed_users", tuple(self.allowed_users))
@@ -271,6 +416,11 @@ class NativeAuth:
         problems += _check_usernames("allowed_users", self.allowed_users)
         if not isinstance(self.minimum_password_length, int) or self.minimum_password_length < 8:
             problems.append(f"minimum_password_length {self.minimum_password_length!r} must be >= 8")
+        elif self.minimum_password_length > 4 * hub_admin.PASSWORD_BYTES // 3:
+            problems.append(f"minimum_password_length {self.minimum_password_length!r} must be at most "
+                            f"{4 * hub_admin.PASSWORD_BYTES // 3}, the length of the generated admin password")
+        if not _K8S_NAME_RE.match(self.admin_password_secret or ""):
+            problems.append(f"admin_password_secret {self.admin_password_secret!r} is not a Secret name")
         if problems:
             raise ValueError("native auth: " + "; ".join(problems))
 
@@ -281,6 +431,8 @@ class NativeAuth:
         else:
             authenticator["allow_all"] = True
         return {
+            # The class the extraConfig entry "admin-account" derives from; that entry replaces it by the subclass
+            # that creates the admin account (charts/hub_admin_bootstrap.py).
             "JupyterHub": {"authenticator_class": "nativeauthenticator.NativeAuthenticator"},
             "Authenticator": authenticator,
             "NativeAuthenticator": {
@@ -293,17 +445,23 @@ class NativeAuth:
         }
 
     def extra_config(self) -> dict[str, str]:
-        # NativeAuthenticator's sign-up / authorize pages live in its package's templates directory.
         return {
+            # NativeAuthenticator's sign-up / authorize pages live in its package's templates directory.
             "nativeauthenticator-templates": (
                 "import os, nativeauthenticator\n"
                 "c.JupyterHub.template_paths = "
                 "[os.path.join(os.path.dirname(nativeauthenticator.__file__), 'templates')]\n"
-            )
+            ),
+            "admin-account": hub_admin.hub_extra_config(self.admin_user, secret_name=self.admin_password_secret),
         }
 
     def hub_env(self) -> dict[str, Any]:
         return {}
+
+    def hub_volumes(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(volumes, mounts) of the hub pod: the admin password Secret as a read-only file."""
+        volume, mount = hub_admin.hub_volume(self.admin_password_secret)
+        return [volume], [mount]
 
 
 @dataclass(frozen=True)
@@ -401,6 +559,9 @@ class CognitoAuth:
     def extra_config(self) -> dict[str, str]:
         return {}
 
+    def hub_volumes(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return [], []
+
     def hub_env(self) -> dict[str, Any]:
         return {
             OAUTH_CLIENT_SECRET_ENV: {
@@ -416,6 +577,26 @@ class CognitoAuth:
 # --------------------------------------------------------------------------------------------------------
 
 
+# The NLB TLS listener's security policy. EKS's AWS cloud controller passes the Service annotation
+# service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy as the listener's SslPolicy
+# (kubernetes/cloud-provider-aws, pkg/providers/v1/aws.go, EnsureLoadBalancer: portMapping.SSLPolicy); without it the
+# listener is created with ELBSecurityPolicy-2016-08, which accepts TLS 1.0 and 1.1 ("Security policies for your Network
+# Load Balancer", Elastic Load Balancing user guide: the default for listeners not created in the console).
+# Default TLS13-1-2-Res-2021-06: TLS 1.3 and 1.2 only, with the restricted cipher set. The 2025 hybrid post-quantum
+# policies the guide now recommends are accepted too.
+DEFAULT_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-Res-2021-06"
+TLS12_POLICIES = (
+    "ELBSecurityPolicy-TLS13-1-2-Res-2021-06",
+    "ELBSecurityPolicy-TLS13-1-2-2021-06",
+    "ELBSecurityPolicy-TLS13-1-3-2021-06",
+    "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09",
+    "ELBSecurityPolicy-TLS13-1-2-FIPS-PQ-2025-09",
+    "ELBSecurityPolicy-TLS-1-2-2017-01",
+    "ELBSecurityPolicy-TLS-1-2-Ext-2018-06",
+    "ELBSecurityPolicy-FS-1-2-Res-2020-10",
+)
+
+
 @dataclass(frozen=True)
 class HttpsEndpoint:
     """Public HTTPS endpoint: an NLB terminating TLS with an ACM certificate for ``domain``.
@@ -424,16 +605,21 @@ class HttpsEndpoint:
     :param certificate_arn: ACM certificate for ``domain`` in the cluster's region (a CDK token is fine).
     :param internal: an internal (VPC-only) load balancer instead of an internet-facing one.
     :param source_ranges: client CIDRs allowed through the load balancer (empty: any).
+    :param ssl_policy: the TLS listener's security policy (:data:`TLS12_POLICIES`; default TLS 1.3 and 1.2 only).
     """
 
     domain: str
     certificate_arn: str
     internal: bool = False
     source_ranges: tuple[str, ...] = ()
+    ssl_policy: str = DEFAULT_TLS_POLICY
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "source_ranges", tuple(self.source_ranges))
         problems = []
+        if self.ssl_policy not in TLS12_POLICIES:
+            problems.append(f"ssl_policy {self.ssl_policy!r} is not one of the NLB security policies without TLS 1.0 "
+                            f"and 1.1: {', '.join(TLS12_POLICIES)}")
         if not _is_token(self.domain) and not _DNS_NAME_RE.match(self.domain or ""):
             problems.append(f"domain {self.domain!r} is not a lowercase DNS name (no scheme, no path)")
         if not _is_token(self.certificate_arn) and not _ACM_ARN_RE.match(self.certificate_arn or ""):
@@ -452,6 +638,8 @@ class HttpsEndpoint:
             # ... with a TLS listener on the Service port named "https" using the ACM certificate ...
             "service.beta.kubernetes.io/aws-load-balancer-ssl-cert": self.certificate_arn,
             "service.beta.kubernetes.io/aws-load-balancer-ssl-ports": "https",
+            # ... and a TLS 1.2+ security policy: without it the listener gets ELBSecurityPolicy-2016-08 (TLS 1.0/1.1).
+            "service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy": self.ssl_policy,
             # ... forwarding the decrypted stream to the proxy's plain HTTP port (z2jh https.type offload).
             "service.beta.kubernetes.io/aws-load-balancer-backend-protocol": "tcp",
             "service.beta.kubernetes.io/aws-load-balancer-cross-zone-load-balancing-enabled": "true",
@@ -598,6 +786,11 @@ class JupyterHubValues:
         is always on ``gp3-retain``.
     :param cull_timeout_seconds: stop servers idle this long; ``cull_every_seconds``: check interval.
     :param cull_max_age_seconds: stop servers this old even if active (0: never).
+    :param ray_teams: the RayClusters notebooks reach (:func:`charts.ray_teams.ray_teams`). Default: the one shared
+        cluster, every notebook reaches it. With named teams, a notebook gets the cluster of a team its user belongs
+        to (JupyterHub group of the team's name, created empty at the hub's start), chosen on the spawn form when the
+        user is in several; a user in no team cannot start a server. ``ray_address`` and ``ray_token_secret`` then
+        come from the teams and must keep their defaults.
     """
 
     notebook_image: NotebookImage
@@ -618,6 +811,7 @@ class JupyterHubValues:
     ray_token_secret: str = RAY_AUTH_SECRET_NAME
     ray_token_key: str = RAY_AUTH_SECRET_KEY
     ray_gpu_workers: bool = False
+    ray_teams: tuple[rt.RayTeam, ...] = rt.ray_teams(())
     extra_env: dict[str, str] = field(default_factory=dict, hash=False)
     # Copied into each new home directory at server start (never over a user's own copy).
     example_notebook: str | None = "/opt/dynamic-factory/notebooks/xgboost_on_ray.ipynb"
@@ -625,6 +819,8 @@ class JupyterHubValues:
     def __post_init__(self) -> None:
         object.__setattr__(self, "server_sizes", tuple(self.server_sizes))
         object.__setattr__(self, "extra_env", dict(self.extra_env))
+        if isinstance(self.ray_teams, list):
+            object.__setattr__(self, "ray_teams", tuple(self.ray_teams))
         problems = self.problems()
         if problems:
             raise ValueError("jupyterhub values: " + "; ".join(problems))
@@ -675,6 +871,7 @@ class JupyterHubValues:
             p.append(f"ray_token_secret {self.ray_token_secret!r} is not a Secret name")
         if not _SECRET_KEY_RE.match(self.ray_token_key or ""):
             p.append(f"ray_token_key {self.ray_token_key!r} is not a Secret key")
+        p += self._team_problems()
         reserved = {"RAY_ADDRESS", RAY_AUTH_MODE_ENV, RAY_TOKEN_ENV, RAY_TOKEN_PATH_ENV, RAY_GPU_WORKERS_ENV}
         for name, value in self.extra_env.items():
             if name in reserved:
@@ -685,11 +882,38 @@ class JupyterHubValues:
                 p.append(f"extra_env {name!r} looks like a secret: secrets come from Kubernetes Secrets")
         return p
 
+    def _team_problems(self) -> list[str]:
+        teams = self.ray_teams
+        if not isinstance(teams, tuple) or not teams or not all(isinstance(t, rt.RayTeam) for t in teams):
+            return [f"ray_teams {teams!r}: expected a non-empty tuple of RayTeam (charts.ray_teams.ray_teams())"]
+        p: list[str] = []
+        names = [t.name for t in teams]
+        if any(t.shared for t in teams) and len(teams) > 1:
+            p.append(f"ray_teams {names!r}: the shared cluster (name None) comes alone, without named teams")
+        duplicates = sorted({n for n in names if n is not None and names.count(n) > 1})
+        if duplicates:
+            p.append(f"ray_teams: {duplicates} listed more than once; each team is listed once")
+        if self.teams_mode:
+            for what, value, default in (("ray_address", self.ray_address, RAY_ADDRESS),
+                                         ("ray_token_secret", self.ray_token_secret, RAY_AUTH_SECRET_NAME)):
+                if value != default:
+                    p.append(f"{what} {value!r} cannot be set with named ray_teams {names!r}: each team's address "
+                             "and token Secret come from charts.ray_teams")
+        return p
+
+    @property
+    def teams_mode(self) -> bool:
+        """Named teams (several RayClusters) rather than the one shared cluster."""
+        return isinstance(self.ray_teams, tuple) and any(
+            isinstance(t, rt.RayTeam) and not t.shared for t in self.ray_teams)
+
     # -- pieces -------------------------------------------------------------------------------------------
 
     def singleuser_env(self) -> dict[str, Any]:
         env: dict[str, Any] = dict(self.extra_env)
-        env["RAY_ADDRESS"] = self.ray_address
+        if not self.teams_mode:
+            # With teams, the hub's modify_pod_hook sets the chosen team's address (teams_extra_config).
+            env["RAY_ADDRESS"] = self.ray_address
         env[RAY_AUTH_MODE_ENV] = "token"
         env[RAY_TOKEN_PATH_ENV] = RAY_TOKEN_FILE
         env[RAY_GPU_WORKERS_ENV] = "1" if self.ray_gpu_workers else "0"
@@ -707,14 +931,17 @@ class JupyterHubValues:
         return volume, mount
 
     def singleuser_egress(self) -> list[dict[str, Any]]:
-        """Explicit egress rule of the single-user pods: the Ray head, by namespace + pod selector."""
+        """Explicit egress rule of the single-user pods: the Ray head of every RayCluster (each team's namespace; the
+        team namespace's own ingress policy admits only its team's notebooks), by namespace + pod selector."""
+        namespaces = [RAY_NAMESPACE] if not self.teams_mode else [t.namespace for t in self.ray_teams]
         return [
             {
                 "to": [
                     {
-                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": RAY_NAMESPACE}},
+                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
                         "podSelector": {"matchLabels": dict(RAY_HEAD_POD_LABELS)},
                     }
+                    for namespace in namespaces
                 ],
                 "ports": [
                     {"protocol": "TCP", "port": RAY_DASHBOARD_PORT},
@@ -722,6 +949,70 @@ class JupyterHubValues:
                 ],
             }
         ]
+
+    def hub_network_policy(self) -> dict[str, Any]:
+        """z2jh's ``hub.networkPolicy``.
+
+        Ingress (hub:8081): only the pods of this namespace that z2jh labels ``hub.jupyter.org/network-access-hub``
+        (the proxy, the notebook servers: they call the hub's API); no port is open to every source, and the label is
+        not honoured on pods or namespaces elsewhere (``interNamespaceAccessLabels: ignore``): Ray pods of any
+        namespace cannot reach the hub. Notebooks still reach the hub's sign-up page there, which creates an account
+        waiting for the admin's approval only (the admin account exists from the start: charts/hub_admin_bootstrap.py).
+
+        Egress: DNS (z2jh's rules), the proxy's API and the notebook servers (z2jh's own rules, by pod selector), the
+        Kubernetes API through :func:`hub_api_server_policy` (a CiliumNetworkPolicy: no NetworkPolicy peer names
+        the API server under Cilium), and with Cognito HTTPS to public addresses (the OAuth token and userinfo calls).
+        Nothing else: no other address in the VPC (``privateIPs``), no other port on the internet, not the instance
+        metadata service."""
+        egress: list[dict[str, Any]] = []
+        if isinstance(self.auth, CognitoAuth):
+            egress.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(NON_PUBLIC_RANGES)}}],
+                           "ports": [{"protocol": "TCP", "port": HTTPS_PORT}]})
+        return {
+            "enabled": True,
+            "allowedIngressPorts": [],
+            "interNamespaceAccessLabels": "ignore",
+            "egressAllowRules": {
+                "privateIPs": False,
+                "nonPrivateIPs": False,
+                "cloudMetadataServer": False,
+                # EKS DNS is CoreDNS in kube-system, not the metadata server's address.
+                "dnsPortsCloudMetadataServer": False,
+                "dnsPortsKubeSystemNamespace": True,
+                "dnsPortsPrivateIPs": True,
+            },
+            "egress": egress,
+        }
+
+    def proxy_network_policy(self) -> dict[str, Any]:
+        """z2jh's ``proxy.chp.networkPolicy``. ``allowedIngressPorts`` are open to every source, pods included
+        (z2jh's default: http and https): without a domain nothing needs the proxy's port over the pod network, so
+        none is open and only pods of this namespace labelled ``hub.jupyter.org/network-access-proxy-http`` (the
+        hub) reach it. ``kubectl port-forward`` still works: the container runtime connects to the port from inside
+        the pod's own network namespace (containerd's CRI portForward dials localhost:<port> in the sandbox netns),
+        so the connection never crosses the pod's interface where Cilium enforces policy. With a domain the NLB's
+        connections come from its own and the nodes' addresses, so the http port (where z2jh's offload mode sends
+        the decrypted stream) stays open."""
+        return {
+            "enabled": True,
+            "allowedIngressPorts": [] if self.https is None else ["http"],
+            "interNamespaceAccessLabels": "ignore",
+        }
+
+    def teams_extra_config(self) -> str:
+        """The ``hub.extraConfig`` entry of named teams (see :data:`_TEAMS_CONFIG`)."""
+        file_name = RAY_TOKEN_FILE.rsplit("/", 1)[1]
+        data = {
+            "label": rt.TEAM_LABEL,
+            "option": TEAM_PROFILE_OPTION,
+            "container": NOTEBOOK_CONTAINER,
+            "address_env": "RAY_ADDRESS",
+            "volume": RAY_TOKEN_VOLUME,
+            "token_path": file_name,
+            "teams": {t.name: {"address": t.dashboard_url, "secret": t.notebook_token_secret,
+                               "key": self.ray_token_key} for t in self.ray_teams},
+        }
+        return _TEAMS_CONFIG.replace("__DF_TEAMS_JSON__", repr(json.dumps(data, sort_keys=True))).lstrip("\n")
 
     def profile_list(self) -> list[dict[str, Any]]:
         profiles = [s.profile() for s in self.server_sizes]
@@ -755,6 +1046,12 @@ class JupyterHubValues:
                 "seccompProfile": {"type": "RuntimeDefault"},
             },
         }
+        if self.teams_mode:
+            # The teams' groups exist from the first start. load_groups only adds (JupyterHub 5.5, app.py init_groups:
+            # a missing group is created, listed users are added, nobody is removed), so the members an admin adds
+            # later stay across restarts.
+            hub_config.setdefault("JupyterHub", {})["load_groups"] = {
+                t.name: {"users": []} for t in self.ray_teams}
         hub: dict[str, Any] = {
             "config": hub_config,
             "nodeSelector": core["nodeSelector"],
@@ -763,29 +1060,27 @@ class JupyterHubValues:
             # claim exists from the first install, and a bound claim's class cannot change, so a class that
             # followed the homes' setting would fail every later `helm upgrade` (charts/storage.py).
             "db": {"pvc": {"storageClassName": HUB_DB_STORAGE_CLASS}},
-            "networkPolicy": {
-                "enabled": True,
-                # The hub needs the Kubernetes API (KubeSpawner). z2jh allows it through its privateIPs
-                # ipBlock, but Cilium gives the API server's addresses the kube-apiserver identity, which
-                # no ipBlock matches: allow TCP 443 to any destination (a rule without `to`, which Cilium
-                # maps to all identities). nonPrivateIPs: the OAuth token exchange with Cognito.
-                "egressAllowRules": {"privateIPs": True, "nonPrivateIPs": True},
-                "egress": [{"ports": [{"protocol": "TCP", "port": KUBERNETES_API_PORT}]}],
-            },
+            "networkPolicy": self.hub_network_policy(),
         }
-        extra_config = self.auth.extra_config()
+        extra_config = dict(self.auth.extra_config())
+        if self.teams_mode:
+            extra_config["ray-teams"] = self.teams_extra_config()
         if extra_config:
             hub["extraConfig"] = extra_config
         hub_env = self.auth.hub_env()
         if hub_env:
             hub["extraEnv"] = hub_env
+        hub_volumes, hub_mounts = self.auth.hub_volumes()
+        if hub_volumes:
+            hub["extraVolumes"] = hub_volumes
+            hub["extraVolumeMounts"] = hub_mounts
 
         proxy: dict[str, Any] = {
             "service": self.proxy_service(),
             "chp": {
                 "nodeSelector": core["nodeSelector"],
                 "tolerations": core["tolerations"],
-                "networkPolicy": {"enabled": True},
+                "networkPolicy": self.proxy_network_policy(),
             },
         }
         if self.https is not None:
@@ -804,7 +1099,9 @@ class JupyterHubValues:
                 "capacity": self.home_capacity,
                 "homeMountPath": self.home_mount_path,
                 "dynamic": {"storageClass": self.storage_class},
-                "extraVolumes": [self.singleuser_token_volume()[0]],
+                # With teams the hub's modify_pod_hook adds the chosen team's token volume; without it the mount
+                # names no volume and the pod is refused, so a notebook never starts with another team's token.
+                "extraVolumes": [] if self.teams_mode else [self.singleuser_token_volume()[0]],
                 "extraVolumeMounts": [self.singleuser_token_volume()[1]],
             },
             # No iptables init container: z2jh makes it privileged, root and NET_ADMIN, which the namespace's

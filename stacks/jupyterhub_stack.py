@@ -1,9 +1,11 @@
 """JupyterHub: the cockpit. Users log in, open a notebook, and submit work to Ray.
 
-Deploy order: (Cognito user pool + client + the in-cluster secret bootstrap, with a domain) ->
-z2jh 4.4.0 release in the `jupyterhub` namespace. The Ray stack creates that namespace first (its token
-bootstrap puts the Ray token there) and leaves it when deleted; this stack owns it, so deleting this stack
-removes the notebook pods and home claims after the release. Homes and the hub database are on the
+Deploy order: (Cognito user pool + client + the in-cluster secret bootstrap, with a domain; without one the
+admin password bootstrap) + the hub's CiliumNetworkPolicy to the API server -> z2jh 4.4.0 release in the
+`jupyterhub` namespace (the hub mounts the Secret the bootstrap makes, and needs the API server from its first
+second). The Ray stack creates that namespace first (its token bootstrap puts the Ray token there) and leaves
+it when deleted; this stack owns it, so deleting this stack removes the notebook pods and home claims after
+the release. Homes and the hub database are on the
 `gp3-retain` StorageClass unless ``keep_homes_on_destroy`` is false. The stack comes after the Ray stack.
 
 Cognito mode names users by e-mail, and the admin too (config refuses anything else). The hosted-UI
@@ -28,9 +30,11 @@ import versions
 from cdk_constructs.helm import pinned_chart
 from cdk_constructs.image_asset import repo_image_asset
 from cdk_constructs.pod_identity import PodIdentityRole
+from charts import hub_admin_bootstrap as hub_admin
 from charts import jupyterhub_values as jh
 from charts import karpenter_nodes as kn
 from charts import oauth_secret_bootstrap as oauth
+from charts import ray_teams as rt
 from charts.k8s import cdk8s_app
 from charts.storage import DEFAULT_STORAGE_CLASS, RETAIN_STORAGE_CLASS
 
@@ -84,11 +88,14 @@ class JupyterHubStack(cdk.Stack):
         allowed_cidrs: Sequence[str],
         keep_homes_on_destroy: bool = True,
         ray_gpu_workers: bool = False,
+        ray_teams: tuple[rt.RayTeam, ...] = rt.ray_teams(()),
         **kwargs,
     ) -> None:
         """``keep_homes_on_destroy``: home volumes and the hub database outlive this stack and the cluster
         (StorageClass ``gp3-retain``); False deletes them with their claims. ``ray_gpu_workers``: the RayCluster
-        has a GPU worker group (notebooks then submit the job in GPU mode)."""
+        has a GPU worker group (notebooks then submit the job in GPU mode). ``ray_teams``: the RayClusters notebooks
+        reach (charts/ray_teams.py; default the one shared cluster); with named teams a user reaches the clusters of
+        the JupyterHub groups (same names) an admin put them in."""
         super().__init__(scope, construct_id, **kwargs)
 
         # This stack owns the namespace (the Ray stack creates it first and leaves it on delete): deleting the
@@ -120,6 +127,29 @@ class JupyterHubStack(cdk.Stack):
             )
         else:
             auth = jh.NativeAuth(admin_user=admin_user)
+            # The admin's password, random, made in the cluster before the hub first starts (the hub mounts it).
+            admin_bootstrap = eks.KubernetesManifest(
+                self,
+                "HubAdminBootstrap",
+                cluster=cluster,
+                manifest=hub_admin.HubAdminBootstrapChart(
+                    cdk8s_app(),
+                    "hub-admin-bootstrap",
+                    namespace=NAMESPACE,
+                    placement=kn.pool_placement(core_pool),
+                    minimum_password_length=auth.minimum_password_length,
+                    secret_name=auth.admin_password_secret,
+                ).to_json(),
+            )
+            admin_bootstrap.node.add_dependency(self.namespace)  # the Job runs in the namespace
+            depends_on.append(admin_bootstrap)
+        # The hub's only way to the Kubernetes API under Cilium (charts/jupyterhub_values.py, hub_api_server_policy):
+        # in place before the hub starts, or KubeSpawner cannot reach the API.
+        hub_policy = eks.KubernetesManifest(
+            self, "HubApiServerPolicy", cluster=cluster, manifest=[jh.hub_api_server_policy(NAMESPACE)]
+        )
+        hub_policy.node.add_dependency(self.namespace)
+        depends_on.append(hub_policy)
 
         values = jh.JupyterHubValues(
             notebook_image=image,
@@ -132,6 +162,7 @@ class JupyterHubStack(cdk.Stack):
             storage_class=RETAIN_STORAGE_CLASS if keep_homes_on_destroy else DEFAULT_STORAGE_CLASS,
             cull_timeout_seconds=cull_timeout_seconds,
             ray_gpu_workers=ray_gpu_workers,
+            ray_teams=tuple(ray_teams),
         )
         self.release = pinned_chart(
             self,
@@ -147,7 +178,7 @@ class JupyterHubStack(cdk.Stack):
         )
         self.release.node.add_dependency(self.namespace)
         for dependency in depends_on:
-            # The hub reads the OAuth client secret at start.
+            # The hub reads the OAuth client secret or mounts the admin password at start, and calls the API server.
             self.release.node.add_dependency(dependency)
 
     def _cognito(self, cluster, cluster_name, domain, prefix, admin_user, core_pool):

@@ -23,6 +23,8 @@ from charts.karpenter_nodes import (  # noqa: E402
     POOL_LABEL_KEY,
     pool_placement,
 )
+from charts import hub_admin_bootstrap as hub_admin  # noqa: E402
+from charts.ray_teams import TEAM_LABEL, RayTeam, ray_teams  # noqa: E402
 from tests.platform_synth import ROOT  # noqa: E402
 
 SCHEMA_DIR = ROOT / "schemas" / "zero-to-jupyterhub"
@@ -84,6 +86,8 @@ CONFIGS = {
                                                               internal=True, source_ranges=("203.0.113.0/24",)),
                                        gpu=jh.GpuProfile(pool=DEFAULT_GPU_POOL, gpus=2), cull_max_age_seconds=86400),
     "cognito": lambda: cognito(),
+    "native-teams": lambda: native(ray_teams=ray_teams(("alpha", "beta"))),
+    "cognito-teams": lambda: cognito(ray_teams=ray_teams(("alpha",))),
 }
 
 
@@ -285,11 +289,61 @@ def test_network_policies_on_and_ray_head_reachable_by_selector_not_ip():
     assert "ipBlock" not in json.dumps(values)
 
 
-def test_hub_can_reach_the_kubernetes_api_under_cilium():
-    # Cilium: the API server has the kube-apiserver identity, not matched by z2jh's privateIPs ipBlock.
-    hub_policy = native().to_values()["hub"]["networkPolicy"]
-    assert {"ports": [{"protocol": "TCP", "port": 443}]} in hub_policy["egress"]
-    assert all("to" not in rule for rule in hub_policy["egress"])
+def _hub_flow(values, destination, port):
+    """Whether the hub pod may open TCP ``port`` to ``destination`` under Cilium, per the z2jh policies rendered from
+    ``values`` plus the hub's CiliumNetworkPolicy (the first-boot model's evaluator, tools/boot/netpol.py)."""
+    from tools.boot import netpol
+
+    policies = netpol.z2jh_policies(values, "jupyterhub") + [netpol.cilium_policy(jh.hub_api_server_policy())]
+    hub = netpol.Endpoint.pod("jupyterhub", {**jh.HUB_POD_LABELS, "release": "jupyterhub"})
+    return netpol.flow_allowed(policies, hub, destination, port)[0]
+
+
+def test_the_hub_reaches_the_api_server_and_nothing_else_on_443():
+    """Issue #16: the hub had TCP 443 to every destination (a rule without `to`: every pod, node and VPC address).
+    Now the API server comes through Cilium's kube-apiserver entity, and 443 elsewhere only with Cognito."""
+    from tools.boot import netpol
+
+    native_values, cognito_values = native().to_values(), cognito().to_values()
+    api, world = netpol.Endpoint(entity="kube-apiserver"), netpol.Endpoint(entity="world")
+    ray_head = netpol.Endpoint.pod("ray", {"ray.io/cluster": "ray", "ray.io/node-type": "head"})
+    for values in (native_values, cognito_values):
+        assert all(rule.get("to") for rule in values["hub"]["networkPolicy"]["egress"])
+        assert _hub_flow(values, api, 443)
+        assert not _hub_flow(values, ray_head, 443) and not _hub_flow(values, ray_head, 8265)
+        assert not _hub_flow(values, world, 80)
+    assert not _hub_flow(native_values, world, 443)  # NativeAuthenticator calls nothing outside
+    assert _hub_flow(cognito_values, world, 443)  # the OAuth token and userinfo calls
+    rules = native_values["hub"]["networkPolicy"]["egressAllowRules"]
+    assert rules["privateIPs"] is False and rules["cloudMetadataServer"] is False and rules["nonPrivateIPs"] is False
+
+
+def test_the_api_server_policy_selects_the_hub_pod():
+    policy = jh.hub_api_server_policy()
+    assert policy["kind"] == "CiliumNetworkPolicy" and policy["metadata"]["namespace"] == "jupyterhub"
+    assert policy["spec"]["endpointSelector"] == {"matchLabels": {"app": "jupyterhub", "component": "hub"}}
+    (rule,) = policy["spec"]["egress"]
+    assert rule == {"toEntities": ["kube-apiserver"], "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}]}
+    assert "ingress" not in policy["spec"]  # it adds an egress allow and isolates nothing else
+
+
+def test_no_pod_reaches_the_proxy_without_a_domain():
+    """Issue #16: z2jh's default allowedIngressPorts (http, https) admit every pod of every namespace to the proxy,
+    and through it to /hub/signup. Without a domain nothing needs that: port-forward enters the pod's own network
+    namespace. With a domain the load balancer's connections still reach the proxy's http port."""
+    policy = native().to_values()["proxy"]["chp"]["networkPolicy"]
+    assert policy == {"enabled": True, "allowedIngressPorts": [], "interNamespaceAccessLabels": "ignore"}
+    assert "ingress" not in policy
+    with_domain = CONFIGS["native-https-gpu"]().to_values()["proxy"]["chp"]["networkPolicy"]
+    assert with_domain["allowedIngressPorts"] == ["http"]
+    assert cognito().to_values()["proxy"]["chp"]["networkPolicy"]["allowedIngressPorts"] == ["http"]
+
+
+def test_only_labelled_pods_of_the_hub_namespace_reach_the_hub():
+    for values in (native().to_values(), cognito().to_values()):
+        policy = values["hub"]["networkPolicy"]
+        assert policy["allowedIngressPorts"] == [] and policy["interNamespaceAccessLabels"] == "ignore"
+        assert "ingress" not in policy
 
 
 # -- Ray wiring -----------------------------------------------------------------------------------------
@@ -396,3 +450,101 @@ def test_two_default_profiles_are_refused():
     sizes = tuple(dataclasses.replace(s, default=True) for s in jh.DEFAULT_SERVER_SIZES)
     with pytest.raises(ValueError, match="exactly one profile must be the default"):
         native(server_sizes=sizes)
+
+
+# -- issue #16: TLS policy, admin account, teams ----------------------------------------------------------
+
+
+def test_the_nlb_tls_listener_accepts_tls_1_2_and_newer_only():
+    annotations = cognito().to_values()["proxy"]["service"]["annotations"]
+    policy = annotations["service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy"]
+    assert policy == "ELBSecurityPolicy-TLS13-1-2-Res-2021-06"
+    assert all("2016" not in p and "TLS-1-1" not in p and "TLS13-1-0" not in p for p in jh.TLS12_POLICIES)
+    assert "annotations" not in native().to_values()["proxy"]["service"]  # no load balancer, no listener
+
+
+def test_an_old_tls_policy_is_refused_naming_the_field_and_the_choices():
+    with pytest.raises(ValueError, match=r"ssl_policy 'ELBSecurityPolicy-2016-08' is not one of .*"
+                                         r"ELBSecurityPolicy-TLS13-1-2-Res-2021-06"):
+        jh.HttpsEndpoint(domain="hub.example.com", certificate_arn=CERT, ssl_policy="ELBSecurityPolicy-2016-08")
+
+
+def test_the_admin_account_comes_from_a_secret_only_the_hub_mounts():
+    values = native().to_values()
+    code = values["hub"]["extraConfig"]["admin-account"]
+    assert "c.JupyterHub.authenticator_class = DynamicFactoryNativeAuthenticator" in code
+    (volume,) = values["hub"]["extraVolumes"]
+    (mount,) = values["hub"]["extraVolumeMounts"]
+    assert volume["secret"]["secretName"] == "jupyterhub-admin-password" and mount["readOnly"] is True
+    path = f"{mount['mountPath']}/{volume['secret']['items'][0]['path']}"
+    assert json.dumps(path)[1:-1] in code and json.dumps("admin")[1:-1] in code
+    assert "admin-password" not in json.dumps(values["singleuser"])
+    compile(code, "admin-account", "exec")
+    # Cognito: no local accounts, no password.
+    oauth_hub = cognito().to_values()["hub"]
+    assert "extraVolumes" not in oauth_hub and "admin-account" not in oauth_hub.get("extraConfig", {})
+
+
+def test_a_password_policy_longer_than_the_generated_password_is_refused():
+    with pytest.raises(ValueError, match="minimum_password_length 40 must be at most 32"):
+        jh.NativeAuth(admin_user="admin", minimum_password_length=40)
+
+
+def test_the_shared_cluster_is_the_default_and_changes_nothing():
+    default = native().to_values()
+    assert native(ray_teams=ray_teams(())).to_values() == default
+    assert native(ray_teams=(RayTeam(None),)).to_values() == default
+    assert "load_groups" not in default["hub"]["config"]["JupyterHub"]
+    assert "ray-teams" not in default["hub"]["extraConfig"]
+    assert default["singleuser"]["extraEnv"]["RAY_ADDRESS"] == jh.RAY_ADDRESS
+    assert [v["secret"]["secretName"] for v in default["singleuser"]["storage"]["extraVolumes"]] == ["ray-auth-token"]
+
+
+def test_with_teams_the_groups_exist_and_the_hub_routes_each_notebook():
+    teams = ray_teams(("alpha", "beta"))
+    values = native(ray_teams=teams).to_values()
+    assert values["hub"]["config"]["JupyterHub"]["load_groups"] == {"alpha": {"users": []}, "beta": {"users": []}}
+    code = values["hub"]["extraConfig"]["ray-teams"]
+    compile(code, "ray-teams", "exec")
+    for team in teams:
+        assert team.dashboard_url in code
+        assert team.notebook_token_secret in code
+    assert TEAM_LABEL in code
+    singleuser = values["singleuser"]
+    # Nothing static: the hook adds the chosen team's address and token Secret; the mount alone names no volume.
+    assert "RAY_ADDRESS" not in singleuser["extraEnv"]
+    assert singleuser["storage"]["extraVolumes"] == []
+    assert [m["mountPath"] for m in singleuser["storage"]["extraVolumeMounts"]] == ["/etc/ray-auth"]
+
+
+def test_with_teams_notebooks_may_reach_every_teams_head_only():
+    from tools.boot import netpol
+
+    values = native(ray_teams=ray_teams(("alpha", "beta"))).to_values()
+    policies = netpol.z2jh_policies(values, "jupyterhub")
+    notebook = netpol.Endpoint.pod("jupyterhub", {"component": "singleuser-server", TEAM_LABEL: "alpha"})
+
+    def reaches(namespace, node_type, port=8265):
+        pod = netpol.Endpoint.pod(namespace, {"ray.io/cluster": "ray", "ray.io/node-type": node_type})
+        return netpol.flow_allowed(policies, notebook, pod, port)[0]
+
+    assert reaches("ray-alpha", "head") and reaches("ray-beta", "head") and reaches("ray-beta", "head", 10001)
+    assert not reaches("ray-alpha", "worker") and not reaches("ray", "head") and not reaches("ray-alpha", "head", 6379)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"ray_teams": (RayTeam(None), RayTeam("alpha"))}, r"the shared cluster \(name None\) comes alone"),
+        ({"ray_teams": (RayTeam("alpha"), RayTeam("alpha"))}, r"\['alpha'\] listed more than once"),
+        ({"ray_teams": ()}, "ray_teams \\(\\): expected a non-empty tuple of RayTeam"),
+        ({"ray_teams": ("alpha",)}, "expected a non-empty tuple of RayTeam"),
+        ({"ray_teams": ray_teams(("alpha",)), "ray_address": "http://elsewhere:8265"},
+         "ray_address 'http://elsewhere:8265' cannot be set with named ray_teams \\['alpha'\\]"),
+        ({"ray_teams": ray_teams(("alpha",)), "ray_token_secret": "other"},
+         "ray_token_secret 'other' cannot be set with named ray_teams"),
+    ],
+)
+def test_bad_teams_are_refused_naming_the_field_and_value(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        native(**kwargs)
