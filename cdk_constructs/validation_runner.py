@@ -17,11 +17,26 @@ The runner:
 
 Anyone with ``codebuild:StartBuild`` on the project can run it (the README shows how); the
 delivery pipeline does so after each deployment through the invoker role, which this construct
-creates only when it is told which account the pipeline lives in. IAM role names are global to an
-account, so the invoker's name carries the cluster, the stage and the region
-(:func:`invoker_role_name`): two stages in one account (different regions) get two roles. It is the
-only fixed name here; the pipeline needs it because it must name the role in its own policy at synth,
-in another account.
+creates only when it is told which account the pipeline lives in. The invoker is the runner's
+only door from outside, so it is narrow on both sides:
+
+* who: its trust policy names one principal, the pipeline's validation step role for this stage
+  (:func:`validation_step_role_name`, a fixed name the pipeline gives that role), never the
+  pipeline account as a whole;
+* what: ``StartBuild`` on this project only when the request carries no override at all
+  (:data:`START_BUILD_OVERRIDE_KEYS`): no other buildspec, source, image, environment variable,
+  role or key. Whoever holds the invoker runs the reviewed build and nothing else.
+
+IAM role names are global to an account, so the invoker's (and the step role's) name carries the
+cluster, the stage and the region (:func:`invoker_role_name`): two stages in one account (different
+regions) get two roles. They are the only fixed role names; each side must name the other's role in
+a policy at synth, in another account.
+
+Everything the build installs is pinned by digest: the kubectl release archive by the SHA-512 that
+Kubernetes publishes in its changelog (:data:`KUBECTL_CLIENT_SHA512`), the Python packages by
+``pip --require-hashes`` over ``deploy/validation-runner/requirements.txt`` (``tools/lock_runner_requirements.py``
+writes it). The build's logs and artifacts are encrypted with a key of its own (rotating, its policy
+admits CloudWatch Logs for the runner's log group only), not the cluster's.
 """
 
 from __future__ import annotations
@@ -41,6 +56,7 @@ from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 import versions
+from cdk_constructs.kms_logs import LOGS_CONTEXT_KEY
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES_GROUP = "dynamic-factory:validation"
@@ -50,27 +66,140 @@ KUBERNETES_GROUP = "dynamic-factory:validation"
 NODE_RUNTIME = "22"
 
 
+# The lock of what the build pip-installs (hash-pinned; tools/lock_runner_requirements.py writes it). It travels
+# in the build's source asset next to jobs/, and the build installs it with --require-hashes.
+RUNNER_REQUIREMENTS = "deploy/validation-runner/requirements.txt"
+
+# SHA-512 of the kubectl client archive (kubernetes-client-linux-amd64.tar.gz) of each kubectl release the runner
+# may install, as Kubernetes publishes it in its changelog ("Downloads for vX.Y.Z", "Client Binaries"):
+# kubernetes/kubernetes CHANGELOG/CHANGELOG-1.35.md (v1.35.2) and CHANGELOG/CHANGELOG-1.36.md (v1.36.0). The digest
+# comes from the source repository, not from the download host, so a swapped archive on dl.k8s.io fails the build.
+# A kubectl version without an entry fails synth (add the entry from the changelog when versions.py moves).
+KUBECTL_CLIENT_SHA512 = {
+    "1.35.2": "c16cad61183e84a8dd6247ba6b163a830dc9490a06e86f452d8406c8d877620688557695f89b70b87672bb4a8922889e8"
+              "aea8ca8f085f7cf68c1cbee9db63c92",
+    "1.36.0": "cac4ee270f7a5ca8e96f2b86f1b822bdc66168253b253f4838caf5bd16b8e314ae307c7ba718f32e9543d502f5d0c703bd"
+              "3358449718c6956436969e125011cf",
+}
+
+# The StartBuild request fields the invoker may never set. For every override a StartBuild call carries, CodeBuild
+# puts a condition key in the request context (buildspecOverride -> codebuild:source.buildspec, imageOverride ->
+# codebuild:environment.image, environmentVariablesOverride -> codebuild:environment.environmentVariables...):
+# the StartBuild row of the Service Authorization Reference, "Actions, resources, and condition keys for AWS
+# CodeBuild" (https://docs.aws.amazon.com/service-authorization/latest/reference/list_awscodebuild.html), and the
+# CodeBuild user guide, "AWS CodeBuild condition keys" (the Null operator tests whether a field is in the request:
+# https://docs.aws.amazon.com/codebuild/latest/userguide/action-context-keys.html). The invoker's StartBuild is
+# allowed only while each of these keys is absent. Keys with a ${...} part name one list item (a variable, a
+# secondary source); their list-level key is here. CodeBuild has no key for sourceVersion (an S3 object version:
+# the asset's key is its content hash, so every version holds the same code), the timeouts, gitCloneDepth and
+# debugSessionEnabled (a Session Manager session needs ssmmessages:* on the build's role, which it does not have).
+_OVERRIDE_FIELDS: dict[str, tuple[str, ...]] = {
+    "artifacts": ("bucketOwnerAccess", "encryptionDisabled", "location"),
+    "autoRetryLimit": (),
+    "cache": ("location", "modes", "type"),
+    "encryptionKey": (),
+    "environment": (
+        "certificate", "computeType", "environmentVariables", "environmentVariables.name",
+        "environmentVariables.value", "fleet.fleetArn", "image", "imagePullCredentialsType", "privilegedMode",
+        "registryCredential", "registryCredential.credential", "registryCredential.credentialProvider", "type",
+    ),
+    "logsConfig": ("s3Logs", "s3Logs.bucketOwnerAccess", "s3Logs.encryptionDisabled", "s3Logs.location",
+                   "s3Logs.status"),
+    "secondaryArtifacts": ("artifactIdentifier", "bucketOwnerAccess", "encryptionDisabled", "location"),
+    "secondarySources": ("auth.resource", "auth.type", "buildspec", "buildStatusConfig.context",
+                         "buildStatusConfig.targetUrl", "insecureSsl", "location", "sourceIdentifier"),
+    "serviceRole": (),
+    "source": ("auth.resource", "auth.type", "buildspec", "buildStatusConfig.context", "buildStatusConfig.targetUrl",
+               "insecureSsl", "location"),
+}
+START_BUILD_OVERRIDE_KEYS: tuple[str, ...] = tuple(sorted(
+    f"codebuild:{section}{'.' + field if field else ''}"
+    for section, fields in _OVERRIDE_FIELDS.items() for field in ("", *fields)
+))
+
+
 def project_name(cluster_name: str) -> str:
     return f"{cluster_name}-validation"
+
+
+def log_group_name(cluster_name: str) -> str:
+    """The runner's log group: fixed, so its own key's policy can name it (``/<cluster>/<what>``, like the
+    shipped namespaces' groups)."""
+    return f"/{cluster_name}/validation-runner"
 
 
 # IAM role names: at most 64 characters of [\w+=,.@-].
 _ROLE_NAME_MAX = 64
 
 
-def invoker_role_name(cluster_name: str, stage_name: str, region: str) -> str:
-    """``<cluster>-<stage>-<region>-invoker``: IAM names are global to the account, so two stages that
-    share an account (in different regions) must not share this name. Longer than IAM allows, the name is
-    cut and ends with a hash of the whole, so it stays unique and deterministic."""
-    name = f"{cluster_name}-{stage_name}-{region}-invoker"
+def _role_name(cluster_name: str, stage_name: str, region: str, suffix: str) -> str:
+    """``<cluster>-<stage>-<region>-<suffix>``: IAM names are global to the account, so two stages that share an
+    account (in different regions) must not share it. Longer than IAM allows, the name is cut and ends with a hash
+    of the whole, so it stays unique and deterministic."""
+    name = f"{cluster_name}-{stage_name}-{region}-{suffix}"
     if len(name) <= _ROLE_NAME_MAX:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{name[:_ROLE_NAME_MAX - len(digest) - 1]}-{digest}"
 
 
-def invoker_role_arn(role_name: str, account: str, *, partition: str = "aws") -> str:
+def invoker_role_name(cluster_name: str, stage_name: str, region: str) -> str:
+    """The invoker role in the stage's account: the pipeline's validation step assumes it to start the runner."""
+    return _role_name(cluster_name, stage_name, region, "invoker")
+
+
+def validation_step_role_name(cluster_name: str, stage_name: str, region: str) -> str:
+    """The pipeline's validation step role for one stage, in the pipeline's account: the one principal the
+    stage's invoker trusts."""
+    return _role_name(cluster_name, stage_name, region, "validate")
+
+
+def role_arn(role_name: str, account: str, *, partition: str = "aws") -> str:
     return f"arn:{partition}:iam::{account}:role/{role_name}"
+
+
+def invoker_policy_statements(project_arn: str) -> list[iam.PolicyStatement]:
+    """What the invoker may do: start this project with no override at all, and read its builds."""
+    return [
+        iam.PolicyStatement(
+            sid="StartTheReviewedBuildOnly",
+            actions=["codebuild:StartBuild"],
+            resources=[project_arn],
+            conditions={"Null": {key: "true" for key in START_BUILD_OVERRIDE_KEYS}},
+        ),
+        iam.PolicyStatement(sid="ReadItsBuilds", actions=["codebuild:BatchGetBuilds"], resources=[project_arn]),
+    ]
+
+
+def locked_ray_version(path: Path | None = None) -> str:
+    """The Ray version the runner's lock pins (``ray==X``)."""
+    path = path or REPO_ROOT / RUNNER_REQUIREMENTS
+    for line in path.read_text().splitlines():
+        name, sep, version = line.split(" ", 1)[0].partition("==")
+        if sep and name.lower() == "ray":
+            return version
+    raise ValueError(f"{path}: pins no ray version")
+
+
+def kubectl_install_commands(kubectl_version: str) -> list[str]:
+    """Fetch the kubectl client archive, check it against its pinned SHA-512, install kubectl from it."""
+    digest = KUBECTL_CLIENT_SHA512.get(kubectl_version)
+    if digest is None:
+        raise ValueError(
+            f"kubectl_version {kubectl_version!r} has no pinned SHA-512 (pinned: {sorted(KUBECTL_CLIENT_SHA512)}): add "
+            "the kubernetes-client-linux-amd64.tar.gz digest from the Kubernetes changelog to KUBECTL_CLIENT_SHA512"
+        )
+    return [
+        f"curl -fsSLo /tmp/kubectl.tar.gz https://dl.k8s.io/v{kubectl_version}/kubernetes-client-linux-amd64.tar.gz",
+        f'echo "{digest}  /tmp/kubectl.tar.gz" | sha512sum -c -',
+        "tar -xzf /tmp/kubectl.tar.gz -C /usr/local/bin --strip-components=3 kubernetes/client/bin/kubectl",
+        "kubectl version --client",
+    ]
+
+
+def pip_install_command() -> str:
+    """Every package from the hash-pinned lock, wheels only, nothing resolved at build time."""
+    return f"pip install --quiet --require-hashes --no-deps --only-binary :all: -r {RUNNER_REQUIREMENTS}"
 
 
 def rbac_objects(*, namespace: str, head_service: str, token_secret: str) -> list[dict]:
@@ -97,8 +226,9 @@ def rbac_objects(*, namespace: str, head_service: str, token_secret: str) -> lis
     ]
 
 
-# How long the runner waits for the Ray head, and for the port-forward to answer (seconds). Both can be
-# overridden per build (`aws codebuild start-build --environment-variables-override ...`).
+# How long the runner waits for the Ray head, and for the port-forward to answer (seconds). An operator with their
+# own codebuild:StartBuild can override both per build (`aws codebuild start-build --environment-variables-override
+# ...`); the pipeline's invoker cannot (it may start the build with no override at all).
 RAY_HEAD_TIMEOUT_SECONDS = 900
 PORT_FORWARD_TIMEOUT_SECONDS = 60
 
@@ -198,25 +328,43 @@ class ValidationRunner(Construct):
         encryption_key: kms.IKey | None = None,
         python_version: str = versions.RAY_PYTHON_VERSION,
     ) -> None:
-        super().__init__(scope, construct_id)
+        """``invoker_account``: the delivery pipeline's account; with it the construct creates the invoker role,
+        trusted by that account's validation step role for this stage only (the stage needs an explicit
+        environment). ``ray_version`` must be the Ray version the runner's lock pins.
 
-        # The job's code travels as a file asset (zipped at synth, no Docker): jobs/ only.
+        ``encryption_key``: the key of CodeBuild's artifacts and the runner's log group: the platform's logs key
+        (never the Kubernetes secrets key; each KMS key costs $1 a month, counted in the idle budget); without one
+        the runner makes a key of its own (``self.key``) that admits only its log group.
+        """
+        super().__init__(scope, construct_id)
+        locked = locked_ray_version()
+        if ray_version != locked:
+            raise ValueError(
+                f"ray_version {ray_version!r} is not the Ray version the runner installs: {RUNNER_REQUIREMENTS} pins "
+                f"ray=={locked}; regenerate the lock with tools/lock_runner_requirements.py"
+            )
+
+        # The job's code (jobs/) and the runner's hash-pinned lock travel as a file asset (zipped at synth, no
+        # Docker). Dotfiles never travel (a developer's .npmrc or .env at the repo root): the last patterns win.
+        lock_dir = str(Path(RUNNER_REQUIREMENTS).parent)
         source = s3_assets.Asset(
             self,
             "JobSource",
             path=str(REPO_ROOT),
-            # Dotfiles never travel (a developer's .npmrc or .env at the repo root): the last patterns win.
-            exclude=["*", "!jobs", "!jobs/**", "jobs/**/__pycache__", ".*", "**/.*"],
+            exclude=["*", "!jobs", "!jobs/**", "jobs/**/__pycache__",
+                     f"!{Path(lock_dir).parent}", f"!{lock_dir}", f"!{RUNNER_REQUIREMENTS}", ".*", "**/.*"],
         )
 
         security_group = ec2.SecurityGroup(
             self, "SecurityGroup", vpc=vpc, description="Validation runner: egress to the EKS API and the internet"
         )
+        self.key = encryption_key if encryption_key is not None else self._build_key(cluster_name)
         log_group = logs.LogGroup(
             self,
             "Logs",
+            log_group_name=log_group_name(cluster_name),
             retention=logs.RetentionDays.ONE_MONTH,
-            encryption_key=encryption_key,
+            encryption_key=self.key,
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
         self.project = codebuild.Project(
@@ -228,17 +376,13 @@ class ValidationRunner(Construct):
             vpc=vpc,
             subnet_selection=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
             security_groups=[security_group],
-            encryption_key=encryption_key,
+            encryption_key=self.key,
             environment=codebuild.BuildEnvironment(
                 build_image=codebuild.LinuxBuildImage.STANDARD_7_0,
                 compute_type=codebuild.ComputeType.SMALL,
                 privileged=False,
             ),
-            environment_variables={
-                "CLUSTER_NAME": codebuild.BuildEnvironmentVariable(value=cluster_name),
-                "KUBECTL_VERSION": codebuild.BuildEnvironmentVariable(value=kubectl_version),
-                "RAY_VERSION": codebuild.BuildEnvironmentVariable(value=ray_version),
-            },
+            environment_variables={"CLUSTER_NAME": codebuild.BuildEnvironmentVariable(value=cluster_name)},
             logging=codebuild.LoggingOptions(cloud_watch=codebuild.CloudWatchLoggingOptions(log_group=log_group)),
             timeout=cdk.Duration.minutes(45),
             build_spec=codebuild.BuildSpec.from_object(
@@ -249,15 +393,9 @@ class ValidationRunner(Construct):
                             # Nothing here runs Node; pinned anyway so an image default past its end of
                             # life (standard:7.0 defaults to Node 18) is never what a build gets.
                             "runtime-versions": {"python": python_version, "nodejs": NODE_RUNTIME},
-                            "commands": [
-                                "curl -fsSLo /usr/local/bin/kubectl "
-                                "https://dl.k8s.io/release/v${KUBECTL_VERSION}/bin/linux/amd64/kubectl",
-                                "curl -fsSLo /tmp/kubectl.sha256 "
-                                "https://dl.k8s.io/release/v${KUBECTL_VERSION}/bin/linux/amd64/kubectl.sha256",
-                                'echo "$(cat /tmp/kubectl.sha256)  /usr/local/bin/kubectl" | sha256sum -c -',
-                                "chmod +x /usr/local/bin/kubectl",
-                                'pip install --quiet "ray[default]==${RAY_VERSION}"',
-                            ],
+                            # Versions and digests are literals of the buildspec, not variables a build
+                            # could be started with (the invoker may not override any anyway).
+                            "commands": [*kubectl_install_commands(kubectl_version), pip_install_command()],
                         },
                         "build": {
                             "commands": build_commands(
@@ -309,29 +447,63 @@ class ValidationRunner(Construct):
 
         self.invoker: iam.Role | None = None
         self.invoker_role_name: str | None = None
+        self.trusted_step_role_arn: str | None = None
         if invoker_account:
-            stage_name, region = cdk.Stage.of(self).stage_name, cdk.Stack.of(self).region
-            if cdk.Token.is_unresolved(region) or not stage_name:
-                raise ValueError(
-                    "the validation invoker role is named after its stage and region: give the stage that holds "
-                    "the validation runner an explicit environment (the pipeline does)"
-                )
-            self.invoker_role_name = invoker_role_name(cluster_name, stage_name, region)
-            self.invoker = iam.Role(
-                self,
-                "Invoker",
-                role_name=self.invoker_role_name,
-                description="Lets the delivery pipeline start the validation run and read its status",
-                assumed_by=iam.AccountPrincipal(invoker_account),
-            )
-            self.invoker.add_to_policy(
-                iam.PolicyStatement(
-                    actions=["codebuild:StartBuild", "codebuild:BatchGetBuilds"],
-                    resources=[self.project.project_arn],
-                )
-            )
+            self._build_invoker(cluster_name, invoker_account)
 
         cdk.CfnOutput(self, "ProjectName", value=self.project.project_name)
+
+    def _build_key(self, cluster_name: str) -> kms.Key:
+        """The runner's own key: CodeBuild's artifacts and the runner's log group, nothing else.
+
+        Its policy has the account statement CDK writes by default (the key is administered, and used by the
+        runner's role, through IAM policies of this account: the build role's grant names this key only) and
+        one statement for CloudWatch Logs, limited by encryption context to the runner's log group (CloudWatch
+        Logs user guide, "Encrypt log data in CloudWatch Logs using AWS KMS": the context key is the group's ARN).
+        """
+        key = kms.Key(
+            self,
+            "Key",
+            description=f"{cluster_name}: validation runner (CodeBuild artifacts and logs)",
+            enable_key_rotation=True,
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        stack = cdk.Stack.of(self)
+        group_arn = f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:log-group:{log_group_name(cluster_name)}"
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CloudWatchLogsForTheRunnerLogGroup",
+                principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"],
+                resources=["*"],  # in a key policy, "*" is this key
+                conditions={"ArnEquals": {LOGS_CONTEXT_KEY: group_arn}},
+            )
+        )
+        return key
+
+    def _build_invoker(self, cluster_name: str, invoker_account: str) -> None:
+        """The role the pipeline's validation step for this stage assumes: start the reviewed build, read it."""
+        stage_name, stack = cdk.Stage.of(self).stage_name, cdk.Stack.of(self)
+        if cdk.Token.is_unresolved(stack.region) or not stage_name:
+            raise ValueError(
+                "the validation invoker role is named after its stage and region: give the stage that holds "
+                "the validation runner an explicit environment (the pipeline does)"
+            )
+        self.invoker_role_name = invoker_role_name(cluster_name, stage_name, stack.region)
+        # One principal, the step role by its ARN (IAM resolves it when the trust policy is saved, so the role must
+        # exist first: the pipeline stack, which creates it, deploys before any stage).
+        self.trusted_step_role_arn = role_arn(
+            validation_step_role_name(cluster_name, stage_name, stack.region), invoker_account, partition=stack.partition
+        )
+        self.invoker = iam.Role(
+            self,
+            "Invoker",
+            role_name=self.invoker_role_name,
+            description="Lets the delivery pipeline's validation step start the validation run and read its status",
+            assumed_by=iam.ArnPrincipal(self.trusted_step_role_arn),
+        )
+        for statement in invoker_policy_statements(self.project.project_arn):
+            self.invoker.add_to_policy(statement)
 
     def _scope_vpc_policy(self, vpc: ec2.IVpc) -> None:
         """Replace CodeBuild's VPC policy (ENI create/delete on ``*``) by one limited to this VPC."""

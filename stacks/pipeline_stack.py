@@ -6,9 +6,16 @@ job on the new cluster, failing the pipeline when the job fails or misses its me
 
 The validation job runs from inside the environment's VPC (the API endpoint is private by
 default): the stage deploys a small CodeBuild runner next to the cluster, and the
-post-deployment step here only starts that runner (through a role the stage creates for this
-pipeline's account, named after the cluster, the stage and its region) and waits for its verdict,
-retrying transient API errors. See cdk_constructs/validation_runner.py.
+post-deployment step here only starts that runner and waits for its verdict, retrying transient
+API errors. Each stage's step runs as a role of its own with a fixed name
+(``<cluster>-<stage>-<region>-validate``), which is the one principal the stage's invoker role
+trusts; the invoker may start the runner with no override at all. See
+cdk_constructs/validation_runner.py.
+
+The synth step holds no credentials of any target account: it synthesizes with ``--no-lookups``, so the
+context the app looks up (the target environments' availability zones, for their VPCs) must come from the
+committed ``cdk.context.json`` (or from ``network.availability_zones``). When it is missing the step fails,
+naming the missing context keys, instead of looking it up in the target accounts.
 
 Every CodeBuild project of the pipeline (synth, self-mutation, asset publishing, validation) runs
 on CodeBuild's standard:7.0 image with Node.js 22 and Python 3.11 asked for in its buildspec (a
@@ -40,7 +47,11 @@ CLI_CHECK = (
     f'test "$(./node_modules/.bin/cdk --version | cut -d" " -f1)" = "{versions.CDK_CLI}" '
     f'|| {{ echo "the CDK CLI in node_modules is not {versions.CDK_CLI} (package-lock.json)" >&2; exit 1; }}'
 )
-SYNTH_COMMANDS = ("make test", CLI_CHECK, "npx cdk synth --quiet")
+# `--no-lookups`: the synth step has no role in any target account, so context the app would look up (availability
+# zones of environment-specific stacks) must be committed in cdk.context.json; the CLI fails with "Context lookups
+# have been disabled ... Missing context keys: ..." otherwise (aws-cdk CLI, lib/cxapp/cloud-executable.js).
+SYNTH_COMMAND = "npx cdk synth --quiet --no-lookups"
+SYNTH_COMMANDS = ("make test", CLI_CHECK, SYNTH_COMMAND)
 
 # CodeBuild's Ubuntu standard:7.0 image offers Node.js 22 and Python 3.11 through runtime-versions.
 BUILD_IMAGE = codebuild.LinuxBuildImage.STANDARD_7_0
@@ -187,17 +198,8 @@ class PipelineStack(cdk.Stack):
                 ),
                 partial_build_spec=runtime_build_spec(),
             ),
-            # Environment-specific stacks look up availability zones at synth time, through
-            # the lookup role that `cdk bootstrap` creates in each target account.
-            synth_code_build_defaults=pipelines.CodeBuildOptions(
-                role_policy=[
-                    iam.PolicyStatement(
-                        actions=["sts:AssumeRole"],
-                        resources=[f"arn:{self.partition}:iam::{t.account}:role/cdk-hnb659fds-lookup-role-{t.account}-{t.region}"
-                                   for t in targets],
-                    )
-                ]
-            ),
+            # No synth_code_build_defaults role policy: the synth step (which runs the test suite and whatever it
+            # installs) gets no role in any target account; context lookups are off (SYNTH_COMMAND).
             synth=pipelines.ShellStep(
                 "Synth",
                 input=pipelines.CodePipelineSource.connection(repository, branch, connection_arn=connection_arn),
@@ -210,8 +212,17 @@ class PipelineStack(cdk.Stack):
         for target in targets:
             env = cdk.Environment(account=target.account, region=target.region)
             stage = stage_factory(self, target.name, env)
-            role_name = self._invoker_role_name(stage)
-            invoker = validation_runner.invoker_role_arn(role_name, target.account, partition=self.partition)
+            step_role_name = validation_runner.validation_step_role_name(cluster_name, stage.stage_name, target.region)
+            step_role = self._validation_step_role(step_role_name, stage, target)
+            step_role_arn = validation_runner.role_arn(step_role_name, self.account, partition=self.partition)
+            runner = self._validation_runner(stage)
+            if runner.trusted_step_role_arn != step_role_arn:
+                raise ValueError(
+                    f"stage {stage.stage_name!r}: its validation invoker trusts {runner.trusted_step_role_arn!r}, but "
+                    f"this pipeline's validation step runs as {step_role_arn!r}: build the stage with "
+                    f"pipeline_account={self.account!r}"
+                )
+            invoker = validation_runner.role_arn(runner.invoker_role_name, target.account, partition=self.partition)
             validate = pipelines.CodeBuildStep(
                 f"Validate-{target.name}",
                 commands=wait_for_validation_commands(),
@@ -220,6 +231,7 @@ class PipelineStack(cdk.Stack):
                     "TARGET_REGION": target.region,
                     "VALIDATION_PROJECT": validation_runner.project_name(cluster_name),
                 },
+                role=step_role,
                 role_policy_statements=[
                     iam.PolicyStatement(actions=["sts:AssumeRole"], resources=[invoker]),
                 ],
@@ -235,14 +247,28 @@ class PipelineStack(cdk.Stack):
             destination_bucket_name=access_logs.bucket_name, log_file_prefix="artifacts/"
         )
 
+    def _validation_step_role(self, role_name: str, stage: cdk.Stage, target: DeploymentTarget) -> iam.Role:
+        """The role the stage's validation step runs as, with the fixed name the stage's invoker trusts.
+
+        Created inside the CodePipeline construct, like the roles CDK Pipelines makes for its own steps: CDK
+        Pipelines adds what a CodeBuild step needs (artifacts, logs, reports) to it, and nothing else is on it but
+        sts:AssumeRole on the stage's invoker."""
+        return iam.Role(
+            self.pipeline,
+            f"ValidateRole-{target.name}",
+            role_name=role_name,
+            description=f"Validation step of stage {stage.stage_name}: starts the stage's validation runner",
+            assumed_by=iam.ServicePrincipal("codebuild.amazonaws.com"),
+        )
+
     @staticmethod
-    def _invoker_role_name(stage: cdk.Stage) -> str:
-        """The name of the invoker role the stage's validation runner created (named after stage and region)."""
-        names = [c.invoker_role_name for c in stage.node.find_all()
-                 if isinstance(c, validation_runner.ValidationRunner) and c.invoker_role_name]
-        if len(names) != 1:
+    def _validation_runner(stage: cdk.Stage) -> validation_runner.ValidationRunner:
+        """The stage's validation runner, which must have an invoker role for this pipeline's account."""
+        runners = [c for c in stage.node.find_all()
+                   if isinstance(c, validation_runner.ValidationRunner) and c.invoker_role_name]
+        if len(runners) != 1:
             raise ValueError(
                 f"stage {stage.stage_name!r} must hold exactly one validation runner with an invoker role for the "
-                f"pipeline account; found {len(names)}"
+                f"pipeline account; found {len(runners)}"
             )
-        return names[0]
+        return runners[0]

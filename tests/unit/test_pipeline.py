@@ -16,7 +16,7 @@ import pytest
 import versions
 from cdk_constructs import validation_runner
 from charts import raycluster as rc
-from stacks.pipeline_stack import CDK_ASSETS_CLI, SYNTH_COMMANDS, wait_for_validation_commands
+from stacks.pipeline_stack import CDK_ASSETS_CLI, SYNTH_COMMAND, SYNTH_COMMANDS, wait_for_validation_commands
 from tests.platform_synth import PIPELINE_OVERRIDES, ROOT
 
 
@@ -69,7 +69,7 @@ def test_synth_runs_the_test_suite_then_synth(pipeline_platform):
     assert len(synth) == 1
     commands = synth[0]["phases"]["build"]["commands"]
     assert commands == list(SYNTH_COMMANDS)
-    assert commands.index("make test") < commands.index("npx cdk synth --quiet")
+    assert commands.index("make test") < commands.index(SYNTH_COMMAND)
 
 
 def _locked_cli_version() -> str:
@@ -95,7 +95,7 @@ def test_every_step_uses_the_cdk_cli_package_lock_pins(pipeline_platform):
     synth = _spec_named(pipeline_platform, "Synth")["phases"]["build"]["commands"]
     check = next(c for c in synth if "--version" in c)
     assert f'= "{versions.CDK_CLI}"' in check and "./node_modules/.bin/cdk" in check
-    assert synth.index(check) < synth.index("npx cdk synth --quiet")
+    assert synth.index(check) < synth.index(SYNTH_COMMAND)
     assert "@latest" not in json.dumps(specs)
 
 
@@ -191,11 +191,14 @@ def test_invoker_role_name_fits_iam_and_stays_unique_when_cut():
 
 
 def test_no_other_fixed_role_names_in_the_pipeline_or_its_stages(pipeline_platform):
-    """Only the invoker is named (the pipeline account's policy must name it at synth); every other role's name
-    is generated, so nothing else can collide between stages, regions or pipelines."""
+    """Only the invoker and the validation step roles are named (each side's policy names the other's role at
+    synth, in another account); every other role's name is generated, so nothing else can collide between stages,
+    regions or pipelines."""
     pipeline_named = [r["Properties"]["RoleName"] for r in pipeline_platform.template["Resources"].values()
                       if r["Type"] == "AWS::IAM::Role" and "RoleName" in r["Properties"]]
-    assert pipeline_named == []
+    assert sorted(pipeline_named) == sorted(
+        validation_runner.validation_step_role_name("dynamic-factory", s["name"], s["region"])
+        for s in PIPELINE_OVERRIDES["platform.pipeline.stages"])
     for stage, templates in pipeline_platform.stages.items():
         named = [r["Properties"]["RoleName"] for t in templates.values() for r in t["Resources"].values()
                  if r["Type"] == "AWS::IAM::Role" and "RoleName" in r["Properties"]]
