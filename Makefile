@@ -14,7 +14,7 @@ PY := $(VENV)/bin/python
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install synth test job bench drill cost impact deploy diff destroy clean help
+.PHONY: install synth test job bench drill cost impact deploy diff destroy clean help rotate-ray-token
 
 # Synthesis and the tests never need AWS credentials: keep the SDKs from probing the instance metadata
 # service for them. Not for deploy/diff/destroy, which may run on an EC2 host with an instance profile.
@@ -31,6 +31,7 @@ help:
 	@echo "make bench   compare single-process XGBoost with the Ray job at equal cores"
 	@echo "make drill   reclaim a training worker's node mid-job, each way a Spot worker can leave (local Ray)"
 	@echo "make cost    what the synthesized platform costs idle and at its limits"
+	@echo "make rotate-ray-token [TEAM=name]  new Ray token in place, Ray pods restarted (your kubectl context)"
 	@echo "make clean   remove build output (cdk.out, dist)"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -82,6 +83,9 @@ drill: $(VENV)/.installed
 
 cost: synth
 	@$(PY) -m cost cdk.out
+
+rotate-ray-token: $(VENV)/.installed
+	$(PY) -m tools.rotate_ray_token $(if $(TEAM),--team $(TEAM))
 
 clean:
 	rm -rf cdk.out dist .pytest_cache

@@ -68,6 +68,52 @@ def _check_ipv4_cidr(value: str) -> ipaddress.IPv4Network:
         raise ValueError(f"must be an IPv4 network in CIDR form such as 10.0.0.0/16 ({err})") from None
 
 
+# Client allowlists (cluster.endpoint.public_cidrs, jupyterhub.allowed_cidrs) admit at most a /8's worth of internet
+# addresses, per entry and all entries together. A /8 is the largest block ever assigned to a single holder (the
+# legacy class A allocations of the IANA IPv4 address space registry), so a broader entry necessarily spans
+# unrelated networks; the total catches the internet split into pieces (0.0.0.0/1 + 128.0.0.0/1), which no check of
+# one entry sees.
+ALLOWLIST_MAX_PREFIX = 8
+ALLOWLIST_MAX_INTERNET_ADDRESSES = 2 ** (32 - ALLOWLIST_MAX_PREFIX)
+# Never routed on the internet, so they do not count towards the total (a client behind an internal load balancer,
+# a peered VPC, a VPN): the private ranges of RFC 1918 and the shared address space of RFC 6598.
+_NOT_ON_THE_INTERNET = tuple(
+    ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
+)
+
+
+def _internet_addresses(networks: list[ipaddress.IPv4Network]) -> int:
+    """How many addresses outside _NOT_ON_THE_INTERNET the union of ``networks`` covers (overlaps counted once)."""
+    total = 0
+    for net in ipaddress.collapse_addresses(networks):
+        # Two CIDR blocks are either disjoint or one holds the other.
+        hidden = sum(min(net.num_addresses, r.num_addresses) for r in _NOT_ON_THE_INTERNET if net.overlaps(r))
+        total += net.num_addresses - hidden
+    return total
+
+
+def _check_client_allowlist(cidrs: tuple[str, ...], *, opens: str, when_empty: str) -> None:
+    """Refuse an allowlist of client CIDRs that admits more than a /8's worth of the internet.
+
+    ``opens``: what a too-broad list would expose ("the API server"); ``when_empty``: what an empty list means, for
+    the message."""
+    nets = [_check_ipv4_cidr(cidr) for cidr in cidrs]
+    allowed = (f"entries of /{ALLOWLIST_MAX_PREFIX} or narrower, covering together at most "
+               f"{ALLOWLIST_MAX_INTERNET_ADDRESSES} internet addresses (one /{ALLOWLIST_MAX_PREFIX}; the private "
+               "ranges 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 and 100.64.0.0/10 do not count)")
+    if any(net.prefixlen == 0 for net in nets):
+        raise ValueError(f"'0.0.0.0/0' opens {opens} to the whole internet; list the networks that need it "
+                         f"({when_empty}); allowed: {allowed}")
+    broad = [cidr for cidr, net in zip(cidrs, nets) if net.prefixlen < ALLOWLIST_MAX_PREFIX]
+    if broad:
+        raise ValueError(f"{', '.join(repr(c) for c in broad)}: broader than /{ALLOWLIST_MAX_PREFIX}, which opens {opens} "
+                         f"to a large part of the internet; allowed: {allowed}")
+    covered = _internet_addresses(nets)
+    if covered > ALLOWLIST_MAX_INTERNET_ADDRESSES:
+        raise ValueError(f"together these entries open {opens} to {covered} internet addresses "
+                         f"({covered / 2 ** 32:.1%} of the IPv4 space); allowed: {allowed}")
+
+
 class EndpointConfig(_Model):
     """Who can reach the Kubernetes API server."""
 
@@ -77,12 +123,7 @@ class EndpointConfig(_Model):
     @field_validator("public_cidrs")
     @classmethod
     def _cidrs(cls, cidrs: tuple[str, ...]) -> tuple[str, ...]:
-        for cidr in cidrs:
-            net = _check_ipv4_cidr(cidr)
-            if net.prefixlen == 0:
-                raise ValueError(
-                    f"{cidr!r} opens the API server to the whole internet; list the networks that need it"
-                )
+        _check_client_allowlist(cidrs, opens="the API server", when_empty="or keep access 'private'")
         return cidrs
 
     @model_validator(mode="after")
@@ -369,6 +410,38 @@ class RayConfig(_Model):
     gpu_workers: RayGpuWorkersConfig = RayGpuWorkersConfig()
     checkpoint_retention_days: int = Field(90, ge=1, le=3650)
     validation: ValidationJobConfig = ValidationJobConfig()
+    # Tenancy (charts/ray_teams.py). Empty: one RayCluster in namespace `ray` that every hub user shares (one
+    # trust domain). Named teams: one RayCluster, token and checkpoint prefix per team, in namespace ray-<team>;
+    # a notebook reaches the clusters of the teams its user belongs to (JupyterHub group of the same name). The
+    # first team's cluster is the one the validation run exercises.
+    teams: tuple[str, ...] = Field((), max_length=20)
+    # What Ray pods may reach on 443 besides their namespace, DNS, Pod Identity, S3 and PyPI (charts/ray_egress.py):
+    # DNS names, or Cilium patterns with '*' standing for one label (e.g. "*.huggingface.co").
+    extra_egress_fqdns: tuple[str, ...] = Field((), max_length=50)
+
+    @field_validator("extra_egress_fqdns")
+    @classmethod
+    def _fqdns(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        from charts.ray_egress import ray_egress_policies
+
+        try:
+            ray_egress_policies("ray", "ray", region=None, extra_fqdns=list(names))
+        except ValueError as err:
+            raise ValueError(str(err).removeprefix("ray egress policies: ")) from None
+        return names
+
+    @field_validator("teams")
+    @classmethod
+    def _teams(cls, teams: tuple[str, ...]) -> tuple[str, ...]:
+        from charts.ray_teams import TEAM_NAME_RE, TEAM_NAME_RULE
+
+        bad = [t for t in teams if not TEAM_NAME_RE.match(t)]
+        if bad:
+            raise ValueError(f"teams {bad} are not valid team names: each must be {TEAM_NAME_RULE}")
+        duplicates = sorted({t for t in teams if teams.count(t) > 1})
+        if duplicates:
+            raise ValueError(f"teams {duplicates} are listed more than once")
+        return teams
 
     @model_validator(mode="after")
     def _validation_fits(self) -> "RayConfig":
@@ -449,8 +522,8 @@ class JupyterHubConfig(_Model):
     @field_validator("allowed_cidrs")
     @classmethod
     def _cidrs(cls, cidrs: tuple[str, ...]) -> tuple[str, ...]:
-        for cidr in cidrs:
-            _check_ipv4_cidr(cidr)
+        _check_client_allowlist(cidrs, opens="the hub's load balancer",
+                                when_empty="an empty list admits any address, each still asked to sign in")
         return cidrs
 
     @model_validator(mode="after")
@@ -498,12 +571,16 @@ def _check_env(account: str, region: str) -> None:
 
 
 class DeploymentStageConfig(_Model):
-    """One environment the pipeline deploys the platform to."""
+    """One environment the pipeline deploys the platform to.
+
+    ``approval``: a manual approval before this stage deploys. Unset, it is decided by the stage's place in
+    ``pipeline.stages`` (PipelineConfig): the first stage deploys automatically, every later one waits for a person.
+    """
 
     name: str
     account: str
     region: str
-    approval: bool = False  # a manual approval before this stage deploys
+    approval: bool = False
 
     @field_validator("name")
     @classmethod
@@ -528,6 +605,16 @@ class PipelineConfig(_Model):
     account: str = ""
     region: str = ""
     stages: tuple[DeploymentStageConfig, ...] = ()
+
+    @field_validator("stages")
+    @classmethod
+    def _approval_after_the_first(cls, stages: tuple[DeploymentStageConfig, ...]) -> tuple[DeploymentStageConfig, ...]:
+        """Every stage after the first waits for a manual approval unless it says ``approval: false``: a change
+        reaches a later environment (production) only once a person has looked at the first one."""
+        return tuple(
+            stage if index == 0 or "approval" in stage.model_fields_set else stage.model_copy(update={"approval": True})
+            for index, stage in enumerate(stages)
+        )
 
     @model_validator(mode="after")
     def _complete_when_enabled(self) -> "PipelineConfig":

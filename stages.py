@@ -5,6 +5,7 @@ from __future__ import annotations
 import aws_cdk as cdk
 from constructs import Construct
 
+from charts.ray_teams import ray_teams
 from charts.raycluster import RayClusterSettings
 from compliance import nag
 from config import PlatformConfig
@@ -82,6 +83,7 @@ class PlatformStage(cdk.Stage):
             cluster_security_group_id=self.cluster.cluster_security_group_id,
             node_pools=config.karpenter.node_pools(),
             ami_alias=config.karpenter.ami_alias,
+            log_key=self.cluster.logs_key,
         )
         # Karpenter runs on the system nodes and needs the Pod Identity agent and CoreDNS.
         self.karpenter.add_stack_dependency(self.cluster)
@@ -93,8 +95,9 @@ class PlatformStage(cdk.Stage):
             description=f"Dynamic Factory {name}: Ray and JupyterHub logs kept in CloudWatch Logs (Fluent Bit)",
             cluster=self.cluster.cluster,
             cluster_name=name,
-            encryption_key=self.cluster.key,
+            encryption_key=self.cluster.logs_key,
             retention_days=config.logs.retention_days,
+            team_ray_namespaces=[t.namespace for t in ray_teams(config.ray.teams) if not t.shared],
         )
         # Fluent Bit runs on the cluster's nodes, with the cluster's key and Pod Identity agent.
         self.observability.add_stack_dependency(self.cluster)
@@ -135,8 +138,10 @@ class PlatformStage(cdk.Stage):
                 "--rounds", str(validation.rounds),
                 "--min-auc", str(validation.min_auc),
             ],
+            logs_key=self.cluster.logs_key,
             pipeline_account=pipeline_account,
-            encryption_key=self.cluster.key,
+            teams=ray_teams(ray_cfg.teams),
+            extra_egress_fqdns=ray_cfg.extra_egress_fqdns,
         )
         # The head and the workers are scheduled onto Karpenter's node pools.
         self.ray.add_stack_dependency(self.karpenter)
@@ -165,6 +170,7 @@ class PlatformStage(cdk.Stage):
             cognito_domain_prefix=hub.cognito_domain_prefix,
             internal_load_balancer=hub.internal_load_balancer,
             allowed_cidrs=hub.allowed_cidrs,
+            ray_teams=ray_teams(ray_cfg.teams),
         )
         # Notebooks need the Ray head, its token copy and the jupyterhub namespace.
         self.jupyterhub.add_stack_dependency(self.ray)

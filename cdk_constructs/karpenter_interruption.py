@@ -11,14 +11,23 @@ aws/karpenter-provider-aws at commit c88abbbad455186e69e30296c595e474123e9bc1 (r
 e0834c2bd02ed804561d5748ab92f5c2b8f86d60, the only snapshot available when this was written.)
 
 Matches upstream: queue name = cluster name, 300 s retention, SSE-SQS (not KMS: EventBridge would need key
-grants), a queue policy allowing ``events.amazonaws.com`` and ``sqs.amazonaws.com`` to ``sqs:SendMessage``, a
-``Deny sqs:*`` when ``aws:SecureTransport`` is false, and one rule per event kind whose pattern is exactly
+grants), ``sqs:SendMessage`` for ``events.amazonaws.com`` in the queue policy, a ``Deny sqs:*`` when
+``aws:SecureTransport`` is false, and one rule per event kind whose pattern is exactly
 ``{source: [...], detail-type: [...]}`` (upstream filters neither ``detail`` nor ``resources``).
 
 Deviations (also listed in the report to the lead):
-* The CDK ``SqsQueue`` rule target additionally grants ``events.amazonaws.com``
-  ``sqs:SendMessage``/``GetQueueAttributes``/``GetQueueUrl`` conditioned on each rule's ARN. Redundant with the
-  upstream statement (never wider), kept because it is how the L2 target wires the rule.
+* The send permission is narrower than upstream's, which names ``events.amazonaws.com`` and ``sqs.amazonaws.com``
+  with no condition, so that any account's rule (or any SQS feature acting for anyone) could fill the queue
+  Karpenter acts on: the confused-deputy problem of the IAM user guide
+  (https://docs.aws.amazon.com/IAM/latest/UserGuide/confused-deputy.html). Here only ``events.amazonaws.com`` may
+  send, with ``aws:SourceAccount`` = this account and ``aws:SourceArn`` = one of the five rules below (the form
+  of the EventBridge user guide, "Using resource-based policies for Amazon EventBridge", Amazon SQS
+  permissions: https://docs.aws.amazon.com/eventbridge/latest/userguide/resource-based-policies-eventbridge.html).
+  ``sqs.amazonaws.com`` is dropped: no SQS feature sends to this queue (it has no dead-letter source and no
+  redrive), and Karpenter itself only receives and deletes, with its own role.
+* The rules' targets are bound without the CDK ``SqsQueue`` target, whose ``bind`` adds a statement of its own per
+  rule (``sqs:SendMessage``/``GetQueueAttributes``/``GetQueueUrl``, conditioned on the rule's ARN only): the one
+  statement above is the whole grant.
 * The deny-non-TLS statement comes from ``enforce_ssl=True`` (Principal ``{"AWS": "*"}``, condition value the
   string ``"false"``, no Sid); upstream writes ``Sid: DenyHTTP``, ``Principal: "*"`` and a boolean. Same
   effect. The policy document has no ``Id: EC2InterruptionPolicy`` either (an Id has no effect).
@@ -31,9 +40,9 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
-from aws_cdk import Duration, Token
+import jsii
+from aws_cdk import Duration, Stack, Token
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
@@ -79,6 +88,20 @@ INTERRUPTION_EVENT_KINDS: tuple[InterruptionEventKind, ...] = (
 INTERRUPTION_QUEUE_RETENTION = Duration.seconds(300)
 
 _SQS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+SEND_SID = "InterruptionRulesOfThisAccount"
+
+
+@jsii.implements(events.IRuleTarget)
+class _QueueTarget:
+    """A rule target that names the queue and grants nothing: the queue policy holds the one send grant.
+
+    (aws-cdk-lib's ``aws_events_targets.SqsQueue.bind`` adds a grant per rule to the queue policy.)"""
+
+    def __init__(self, queue: sqs.IQueue) -> None:
+        self._queue = queue
+
+    def bind(self, _rule: events.IRuleRef, _id: str | None = None) -> events.RuleTargetConfig:
+        return events.RuleTargetConfig(arn=self._queue.queue_arn)
 
 
 class KarpenterInterruptionQueue(Construct):
@@ -109,20 +132,6 @@ class KarpenterInterruptionQueue(Construct):
             # Adds the upstream "DenyHTTP" statement: Deny sqs:* unless aws:SecureTransport.
             enforce_ssl=True,
         )
-        # Upstream KarpenterInterruptionQueuePolicy statement 1.
-        self.queue.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="AllowEventBridgeAndSqsToSendMessages",
-                effect=iam.Effect.ALLOW,
-                principals=[
-                    iam.ServicePrincipal("events.amazonaws.com"),
-                    iam.ServicePrincipal("sqs.amazonaws.com"),
-                ],
-                actions=["sqs:SendMessage"],
-                resources=[self.queue.queue_arn],
-            )
-        )
-
         rules: dict[str, events.Rule] = {}
         for kind in INTERRUPTION_EVENT_KINDS:
             rule = events.Rule(
@@ -131,6 +140,22 @@ class KarpenterInterruptionQueue(Construct):
                 description=f"Karpenter interruption handling: {kind.detail_type} ({kind.source}) to SQS",
                 event_pattern=events.EventPattern(source=[kind.source], detail_type=[kind.detail_type]),
             )
-            rule.add_target(targets.SqsQueue(self.queue))
+            rule.add_target(_QueueTarget(self.queue))
             rules[kind.detail_type] = rule
         self.rules: Mapping[str, events.Rule] = rules
+
+        # Upstream KarpenterInterruptionQueuePolicy statement 1, narrowed (module docstring): EventBridge may send
+        # for these rules of this account only. No cycle: the policy refers to the rules, the rules to the queue.
+        self.queue.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid=SEND_SID,
+                effect=iam.Effect.ALLOW,
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["sqs:SendMessage"],
+                resources=[self.queue.queue_arn],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": Stack.of(self).account},
+                    "ArnEquals": {"aws:SourceArn": [rule.rule_arn for rule in rules.values()]},
+                },
+            )
+        )

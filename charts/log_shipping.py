@@ -202,12 +202,15 @@ RAY_FILE_TAG_REGEX = (
 # The tag of a container log: pod.<namespace>.<pod>.<container>, from the kubelet's file name
 # <pod>_<namespace>_<container>-<64-hex container id>.log (pod and namespace names have no "_").
 POD_TAG = "pod.<namespace_name>.<pod_name>.<container_name>"
+_NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 POD_TAG_REGEX = (
     rf"^{_literal(HOST_CONTAINER_LOGS)}/(?<pod_name>[^_/]+)_(?<namespace_name>[^_/]+)_"
     r"(?<container_name>[^/]+)-(?<container_id>[a-f0-9]{64})\.log$"
 )
 # Stream names (record-accessor templates over the tag; the prefix is the plugin's fallback and never used here).
 POD_STREAM_TEMPLATE = "pod/$TAG[2]/$TAG[3]"
+# A team's Ray pods share the Ray group: the stream name carries the namespace (tag pod.<namespace>.<pod>.<container>).
+TEAM_POD_STREAM_TEMPLATE = "pod/$TAG[1]/$TAG[2]/$TAG[3]"
 RAY_FILE_STREAM_TEMPLATE = "file/$TAG[2].$TAG[3]/$TAG[1]"
 FALLBACK_STREAM_PREFIX = "unparsed."
 
@@ -233,11 +236,14 @@ class FluentBitValues:
 
     :param region: the AWS region of the log groups (a CDK token is fine).
     :param log_groups: log group name per shipped namespace (``ray`` also receives Ray's files).
+    :param team_ray_namespaces: the namespaces of the teams' RayClusters (charts/ray_teams.py), whose containers'
+        output goes into the Ray group too (a team's pod names and namespace are in the stream names).
     :param resources: the container's requests and limits.
     """
 
     region: str
     log_groups: Mapping[str, str]
+    team_ray_namespaces: tuple[str, ...] = ()
     resources: Mapping[str, Any] = field(default_factory=lambda: DEFAULT_RESOURCES)
     image_repository: str = versions.FLUENT_BIT_IMAGE_REPOSITORY
     image_tag: str = versions.FLUENT_BIT_VERSION
@@ -252,8 +258,17 @@ class FluentBitValues:
                 problems.append(f"log group {name!r} ({ns}) is not a CloudWatch Logs group name")
         if not isinstance(self.region, str) or not self.region:
             problems.append("region must be a region name or a CDK token")
+        bad = [ns for ns in self.team_ray_namespaces
+               if not isinstance(ns, str) or not _NAMESPACE_RE.match(ns) or ns in SHIPPED_NAMESPACES]
+        if bad:
+            problems.append(f"team_ray_namespaces {bad} must be namespace names other than {list(SHIPPED_NAMESPACES)}")
         if problems:
             raise ValueError("FluentBitValues: " + "; ".join(problems))
+
+    @property
+    def pod_namespaces(self) -> tuple[str, ...]:
+        """Every namespace whose containers' output is shipped."""
+        return SHIPPED_NAMESPACES + tuple(self.team_ray_namespaces)
 
     # -- Fluent Bit's configuration (classic format, the chart's config.* strings) ---------------------------
 
@@ -275,7 +290,7 @@ class FluentBitValues:
         pods = _section("INPUT", [
             ("Name", "tail"),
             ("Alias", "pods"),
-            ("Path", ",".join(f"{HOST_CONTAINER_LOGS}/*_{ns}_*.log" for ns in SHIPPED_NAMESPACES)),
+            ("Path", ",".join(f"{HOST_CONTAINER_LOGS}/*_{ns}_*.log" for ns in self.pod_namespaces)),
             ("Tag", POD_TAG),
             ("Tag_Regex", POD_TAG_REGEX),
             ("multiline.parser", "cri"),  # containerd's CRI log format on AL2023; the message lands in `log`
@@ -313,6 +328,7 @@ class FluentBitValues:
         ray, hub = self.log_groups[RAY_NAMESPACE], self.log_groups[JUPYTERHUB_NAMESPACE]
         return "\n".join([
             output("ray-pods", f"pod.{RAY_NAMESPACE}.*", ray, POD_STREAM_TEMPLATE),
+            *(output(f"ray-pods-{ns}", f"pod.{ns}.*", ray, TEAM_POD_STREAM_TEMPLATE) for ns in self.team_ray_namespaces),
             output("ray-files", "file.*", ray, RAY_FILE_STREAM_TEMPLATE),
             output("jupyterhub-pods", f"pod.{JUPYTERHUB_NAMESPACE}.*", hub, POD_STREAM_TEMPLATE),
         ])

@@ -1,4 +1,4 @@
-"""Ingress isolation of the ``ray`` namespace: standard Kubernetes ``NetworkPolicy`` objects (cdk8s).
+"""Ingress isolation of a Ray namespace (``ray``, or ``ray-<team>``): standard Kubernetes ``NetworkPolicy`` objects.
 
 Policies (all in the Ray namespace, all ``policyTypes: [Ingress]``):
 
@@ -23,12 +23,12 @@ derives pod identities from labels and does not apply ``ipBlock`` to pod IPs.
 Why standard NetworkPolicies: Cilium enforces ``networking.k8s.io/v1`` NetworkPolicy natively (it
 translates them into its own policy model), they validate against the Kubernetes API schema, and they
 keep the platform portable. A ``CiliumNetworkPolicy`` is only needed for what NetworkPolicy cannot
-express: Cilium *entities*. The one that matters here is egress to the ``host`` entity on port 80 for the
-EKS Pod Identity agent (169.254.170.23), which any egress-restricting policy must add under Cilium. These
-policies restrict **ingress only**: Ray egress stays unrestricted (Ray pods reach S3, PyPI for
-``runtime_env`` pip installs, the API server for the autoscaler, and Pod Identity), so no
-CiliumNetworkPolicy is needed. If the operator is ever run with ``useKubernetesProxy``, its requests
-arrive from the API server (the ``kube-apiserver`` entity) and a CiliumNetworkPolicy would be needed too.
+express: Cilium *entities* and DNS names. The Ray pods' egress is limited by CiliumNetworkPolicies in
+charts/ray_egress.py (namespace, DNS, the Pod Identity agent on the host, S3, PyPI, the API server for the head);
+these policies here restrict ingress. Each team's namespace (charts/ray_teams.py) gets the same policies, and its
+head admits only the notebooks the hub labelled with that team. If the operator is ever run with
+``useKubernetesProxy``, its requests arrive from the API server (the ``kube-apiserver`` entity) and a
+CiliumNetworkPolicy would be needed too.
 
 Not affected: kubelet probes (Cilium always allows the local host to reach its pods) and
 ``kubectl port-forward`` to the dashboard (it enters the pod's network namespace through the kubelet).

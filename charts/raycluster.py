@@ -1,20 +1,24 @@
-"""The Ray cluster: namespace ``ray``, its service account, the ``RayCluster`` and the auth-token bootstrap Job.
+"""One Ray cluster: its namespace, service account, the ``RayCluster`` and the auth-token bootstrap Job.
 
 A cdk8s chart of raw ``ApiObject``s for KubeRay 1.7.0 (``ray.io/v1``, CRDs vendored in ``schemas/kuberay/``) and
-core Kubernetes kinds. It takes explicit arguments only; nothing here imports the stacks.
+core Kubernetes kinds. It takes explicit arguments only; nothing here imports the stacks. The namespace is ``ray``
+for the shared cluster, ``ray-<team>`` for a team's (charts/ray_teams.py); below, ``<ns>``.
 
 What it builds, in apply order (explicit cdk8s dependencies):
 
-1. ``Namespace/ray`` (Pod Security ``baseline`` enforced, ``restricted`` warned/audited).
+1. ``Namespace/<ns>`` (Pod Security ``baseline`` enforced, ``restricted`` warned/audited).
 2. ``ServiceAccount/ray`` (the Ray pods; the stack binds an AWS role to it through EKS Pod Identity) and
    ``ServiceAccount/ray-token-bootstrap``.
-3. For each namespace of ``token_namespaces``: ``Role`` + ``RoleBinding`` ``ray-token-bootstrap`` allowing the
-   bootstrap service account only ``get`` on the Secret ``ray-auth-token`` and ``create`` on Secrets
-   (``create`` cannot be narrowed by name in Kubernetes RBAC). Namespaces other than ``ray`` are *not* created
-   here (``jupyterhub`` belongs to the JupyterHub chart): they must exist before this chart is applied, so the
-   stack must make this chart depend on them.
-4. ``Job/ray-auth-token-bootstrap``: creates the Secret ``ray-auth-token`` in every namespace of
-   ``token_namespaces`` with one random token (see *Token* below).
+3. The bootstrap's rights: in ``<ns>`` a ``Role`` + ``RoleBinding`` ``ray-token-bootstrap`` (``get`` on the Secret
+   ``ray-auth-token``, ``create`` on Secrets — ``create`` cannot be narrowed by name in Kubernetes RBAC — and what
+   it needs to hand its own objects to the Job); in every namespace of ``token_copies`` a ``RoleBinding``
+   ``ray-token-bootstrap-<ns>`` to the ``ClusterRole`` ``dynamic-factory:ray-token-bootstrap:<ns>`` (``get`` on
+   the copy, ``create`` on Secrets, ``delete`` on that binding). Those namespaces are *not* created here
+   (``jupyterhub`` belongs to the JupyterHub chart): they must exist before this chart is applied.
+4. ``Job/ray-auth-token-bootstrap``: creates the Secret in ``<ns>`` and its copies with one random token (see
+   *Token* below), then gives up its rights: it deletes its binding in the other namespaces and makes the Job the
+   owner of its service account, Role and RoleBinding, which Kubernetes' garbage collector deletes with the Job
+   (:data:`BOOTSTRAP_JOB_TTL_SECONDS` after it finished).
 5. ``RayCluster/ray``.
 
 Ray cluster shape:
@@ -35,8 +39,10 @@ Ray cluster shape:
   deadline and counts a preemption) inside its termination grace period, with ``ray start --block`` as PID 1;
   the head leaves with ``ray stop``. The root filesystem
   of Ray containers stays writable: Ray writes ``/tmp/ray`` and runtime_env installs under ``$HOME``.
-* ``DF_CHECKPOINT_URI=s3://<checkpoint_bucket>/checkpoints`` in every Ray container (the bucket may be a CDK
-  token; it resolves at deploy time).
+* ``DF_CHECKPOINT_URI=s3://<checkpoint_bucket>/<ns>/checkpoints`` in every Ray container (the bucket may be a CDK
+  token; it resolves at deploy time): the Ray pods' AWS role may write under ``<ns>/`` only.
+* No pod automounts a Kubernetes token: a job runs code in the head's Ray container. The head pod's token is
+  projected into the autoscaler container alone.
 
 Token (Ray token authentication, Ray >= 2.52):
 
@@ -54,14 +60,16 @@ Token (Ray token authentication, Ray >= 2.52):
 * Ray pods wait (``CreateContainerConfigError``, retried by the kubelet) until the Secret exists.
 * The Job is deleted :data:`BOOTSTRAP_JOB_TTL_SECONDS` after it finishes: a Job's pod template is immutable, so
   re-applying a changed Job while the old one still exists fails; after the TTL a re-apply simply runs it again
-  (harmlessly, it is idempotent).
+  (harmlessly, it is idempotent), with its rights re-applied for that run.
+* Rotation never goes through a missing Secret: ``make rotate-ray-token`` (tools/rotate_ray_token.py) replaces the
+  Secrets in place with the operator's credentials.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import aws_cdk as cdk
 import cdk8s
@@ -93,7 +101,7 @@ __all__ = [
     "CPU_GROUP",
     "DASHBOARD_PORT",
     "DASHBOARD_URL",
-    "DEFAULT_TOKEN_NAMESPACES",
+    "DEFAULT_TOKEN_COPIES",
     "GCS_PORT",
     "GPU_GROUP",
     "HEAD_SERVICE",
@@ -123,7 +131,9 @@ DASHBOARD_URL = f"http://{HEAD_SERVICE}.{NAMESPACE}.svc.cluster.local:{DASHBOARD
 TOKEN_SECRET = "ray-auth-token"
 TOKEN_KEY = "token"  # the platform's key (notebooks read it)
 KUBERAY_TOKEN_KEY = "auth_token"  # the key KubeRay 1.7 reads from authOptions.secretName (same value)
-DEFAULT_TOKEN_NAMESPACES = (NAMESPACE, "jupyterhub")
+NOTEBOOK_NAMESPACE = "jupyterhub"
+# Where the shared cluster's token is copied (namespace -> Secret name): the notebooks' namespace.
+DEFAULT_TOKEN_COPIES = {NOTEBOOK_NAMESPACE: TOKEN_SECRET}
 CHECKPOINT_ENV = "DF_CHECKPOINT_URI"
 CHECKPOINT_PREFIX = "checkpoints"
 CPU_GROUP = "cpu"
@@ -150,6 +160,7 @@ _AUTOSCALER_CPU_CORES = 0.25
 _AUTOSCALER_MEMORY_GIB = 0.5
 
 _DNS1123_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9._-](:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
 _UNPINNED_TAGS = ("latest", "nightly")
@@ -168,6 +179,45 @@ PRESTOP_DRAIN_SLACK_SECONDS = 1
 GRACEFUL_SHUTDOWN_DRAIN_ENV = "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"
 # KubeRay 1.7 keeps a container's own command under this pod annotation (ray-operator/controllers/ray/utils/constant.go).
 RAY_OVERWRITE_CMD_ANNOTATION = "ray.io/overwrite-container-cmd"
+
+
+# The head pod's service-account token, mounted into the autoscaler container only (the pod does not automount
+# it): the same projection the kubelet would make for an automounted token (token, cluster CA, namespace).
+AUTOSCALER_TOKEN_VOLUME = "autoscaler-api-token"
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+AUTOSCALER_TOKEN_MOUNT = {"name": AUTOSCALER_TOKEN_VOLUME, "mountPath": SERVICE_ACCOUNT_DIR, "readOnly": True}
+
+
+def _autoscaler_token_volume() -> dict[str, Any]:
+    return {
+        "name": AUTOSCALER_TOKEN_VOLUME,
+        "projected": {
+            "defaultMode": 0o444,
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace",
+                                            "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+            ],
+        },
+    }
+
+
+def namespace_manifest(namespace: str) -> dict[str, Any]:
+    """A Ray namespace: Pod Security ``baseline`` enforced (KubeRay's injected containers are not all guaranteed to
+    satisfy ``restricted``), ``restricted`` violations reported."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": namespace,
+            "labels": {
+                "pod-security.kubernetes.io/enforce": "baseline",
+                "pod-security.kubernetes.io/warn": "restricted",
+                "pod-security.kubernetes.io/audit": "restricted",
+            },
+        },
+    }
 
 
 def worker_drain_seconds(grace_seconds: int) -> int:
@@ -212,66 +262,95 @@ def _is_int(value: Any) -> bool:
 
 
 # The bootstrap script. Runs in the pinned Ray image (Python 3.11, standard library only). Prints names, never the
-# token. Environment: DF_SECRET_NAME, DF_SECRET_KEYS (comma list; all get the same value), DF_NAMESPACES (comma
-# list; the first is the reference namespace). DF_SA_DIR / DF_API_URL override the service-account directory and
-# the API server URL (tests run the script against a fake API server; the Job sets neither).
+# token. Environment: DF_TARGETS (comma list of namespace/secret-name; the first is the reference copy, in the
+# RayCluster's namespace), DF_SECRET_KEYS (comma list; all get the same value). When it has made sure of every
+# copy it removes its own rights: DF_COPY_BINDING (the RoleBinding it deletes in every other namespace) and, in
+# its own namespace, DF_OWN_OBJECTS (comma list of kind/name: its ServiceAccount, Role and RoleBinding) are
+# handed to the Job DF_JOB_NAME as owner, so that Kubernetes' garbage collector deletes them with the Job (its
+# TTL). DF_SA_DIR / DF_API_URL override the service-account directory and the API server URL (tests run the script
+# against a fake API server; the Job sets neither).
 BOOTSTRAP_SCRIPT = r'''
 import base64, json, os, secrets, ssl, sys, urllib.error, urllib.request
 SA = os.environ.get("DF_SA_DIR") or "/var/run/secrets/kubernetes.io/serviceaccount"
 API = os.environ.get("DF_API_URL") or "https://%s:%s" % (os.environ["KUBERNETES_SERVICE_HOST"],
                                                           os.environ["KUBERNETES_SERVICE_PORT"])
-NAME = os.environ["DF_SECRET_NAME"]
+TARGETS = [tuple(t.split("/", 1)) for t in os.environ["DF_TARGETS"].split(",")]
 KEYS = os.environ["DF_SECRET_KEYS"].split(",")
-NAMESPACES = os.environ["DF_NAMESPACES"].split(",")
 CTX = ssl.create_default_context(cafile=SA + "/ca.crt")
 with open(SA + "/token") as fh:
     BEARER = fh.read().strip()
+PATHS = {"ServiceAccount": "/api/v1/namespaces/%s/serviceaccounts/%s",
+         "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/%s/roles/%s",
+         "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/%s/rolebindings/%s"}
 
-def call(method, path, body=None):
+def call(method, path, body=None, content_type="application/json"):
     req = urllib.request.Request(API + path, method=method,
                                  data=None if body is None else json.dumps(body).encode(),
                                  headers={"Authorization": "Bearer " + BEARER, "Accept": "application/json",
-                                          "Content-Type": "application/json"})
+                                          "Content-Type": content_type})
     try:
         with urllib.request.urlopen(req, context=CTX, timeout=30) as resp:
             return resp.status, json.load(resp)
     except urllib.error.HTTPError as err:
         return err.code, None
 
-def read(ns):
-    status, obj = call("GET", "/api/v1/namespaces/%s/secrets/%s" % (ns, NAME))
+def read(ns, name):
+    status, obj = call("GET", "/api/v1/namespaces/%s/secrets/%s" % (ns, name))
     if status == 404:
         return None
     if status != 200:
-        sys.exit("GET secret %s/%s: HTTP %s" % (ns, NAME, status))
+        sys.exit("GET secret %s/%s: HTTP %s" % (ns, name, status))
     data = obj.get("data") or {}
     values = {base64.b64decode(data[k]).decode() if k in data else None for k in KEYS}
     if len(values) != 1 or None in values:
         sys.exit("secret %s/%s must hold the same non-empty value under keys %s; delete it to let this Job "
-                 "recreate it" % (ns, NAME, KEYS))
+                 "recreate it" % (ns, name, KEYS))
     return values.pop()
 
-found = {ns: read(ns) for ns in NAMESPACES}
-known = [found[ns] for ns in NAMESPACES if found[ns]]
+found = {t: read(*t) for t in TARGETS}
+known = [found[t] for t in TARGETS if found[t]]
 token = known[0] if known else secrets.token_urlsafe(32)
-for ns in NAMESPACES:
-    if found[ns] is None:
+for ns, name in TARGETS:
+    if found[(ns, name)] is None:
         encoded = base64.b64encode(token.encode()).decode()
         body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                "metadata": {"name": NAME, "namespace": ns,
+                "metadata": {"name": name, "namespace": ns,
                              "labels": {"app.kubernetes.io/managed-by": "ray-token-bootstrap"}},
                 "data": {k: encoded for k in KEYS}}
         status, _ = call("POST", "/api/v1/namespaces/%s/secrets" % ns, body)
         if status == 201:
-            print("created %s/%s" % (ns, NAME))
+            print("created %s/%s" % (ns, name))
             continue
         if status != 409:
-            sys.exit("create secret %s/%s: HTTP %s" % (ns, NAME, status))
-        found[ns] = read(ns)  # created concurrently: check it below
-    if found[ns] != token:
+            sys.exit("create secret %s/%s: HTTP %s" % (ns, name, status))
+        found[(ns, name)] = read(ns, name)  # created concurrently: check it below
+    if found[(ns, name)] != token:
         sys.exit("%s/%s holds a different token than %s/%s: delete the stale copy and re-run this Job"
-                 % (ns, NAME, NAMESPACES[0], NAME))
-    print("%s/%s present" % (ns, NAME))
+                 % ((ns, name) + TARGETS[0]))
+    print("%s/%s present" % (ns, name))
+
+# Every copy is in place: give up the rights. Other namespaces: delete the binding (the last call there).
+own = TARGETS[0][0]
+binding = os.environ.get("DF_COPY_BINDING")
+for ns in sorted({ns for ns, _ in TARGETS[1:]} - {own}) if binding else ():
+    status, _ = call("DELETE", PATHS["RoleBinding"] % (ns, binding))
+    if status not in (200, 202, 404):
+        sys.exit("delete rolebinding %s/%s: HTTP %s" % (ns, binding, status))
+    print("removed rolebinding %s/%s" % (ns, binding))
+# Own namespace: the Job owns its service account, Role and RoleBinding from now on; they go with it.
+job = os.environ.get("DF_JOB_NAME")
+if job:
+    status, obj = call("GET", "/apis/batch/v1/namespaces/%s/jobs/%s" % (own, job))
+    if status != 200:
+        sys.exit("GET job %s/%s: HTTP %s" % (own, job, status))
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": job, "uid": obj["metadata"]["uid"]}
+    for item in filter(None, os.environ.get("DF_OWN_OBJECTS", "").split(",")):
+        kind, name = item.split("/", 1)
+        status, _ = call("PATCH", PATHS[kind] % (own, name), {"metadata": {"ownerReferences": [owner]}},
+                         "application/merge-patch+json")
+        if status != 200:
+            sys.exit("hand %s %s/%s to the Job: HTTP %s" % (kind, own, name, status))
+        print("%s %s/%s goes with job %s" % (kind, own, name, job))
 '''.strip()
 
 
@@ -315,8 +394,6 @@ class RayClusterSettings:
     :param worker_do_not_disrupt: annotate workers ``karpenter.sh/do-not-disrupt`` so that Karpenter's
         consolidation never evicts a busy worker (the Ray autoscaler removes idle ones; the emptied node is then
         consolidated). Spot interruptions still drain the node.
-    :param token_namespaces: namespaces that get the Secret ``ray-auth-token`` (must include ``ray``; the others
-        must already exist). Stored with ``ray`` first: its Secret is the source of truth for the copies.
     """
 
     head_pool: NodePoolSettings = DEFAULT_ON_DEMAND_POOL
@@ -334,14 +411,11 @@ class RayClusterSettings:
     gpus_per_worker: int = 1
     worker_termination_grace_seconds: int = 90
     worker_do_not_disrupt: bool = True
-    token_namespaces: Sequence[str] = DEFAULT_TOKEN_NAMESPACES
 
     def __post_init__(self) -> None:
         problems = self._problems()
         if problems:
             raise ValueError("RayClusterSettings: " + "; ".join(problems))
-        object.__setattr__(self, "token_namespaces",
-                           (NAMESPACE,) + tuple(n for n in self.token_namespaces if n != NAMESPACE))
 
     @property
     def has_gpu_group(self) -> bool:
@@ -391,17 +465,6 @@ class RayClusterSettings:
             problem = pod_fit_problem(label, pool, cpu, memory, gpus=gpus, sidecar=sidecar)
             if problem:
                 p.append(problem)
-        namespaces = self.token_namespaces
-        if isinstance(namespaces, (str, bytes)) or not isinstance(namespaces, Sequence):
-            p.append(f"token_namespaces must be a sequence of namespace names, got {namespaces!r}")
-        else:
-            bad_names = [n for n in namespaces if not isinstance(n, str) or not _DNS1123_LABEL_RE.match(n) or len(n) > 63]
-            if bad_names:
-                p.append(f"token_namespaces {bad_names} are not valid namespace names (DNS labels)")
-            if len(set(namespaces)) != len(namespaces):
-                p.append(f"token_namespaces has duplicates: {list(namespaces)}")
-            if NAMESPACE not in namespaces:
-                p.append(f"token_namespaces {list(namespaces)} must include {NAMESPACE!r} (the RayCluster reads the Secret there)")
         return p
 
 
@@ -414,6 +477,10 @@ class RayClusterChart(cdk8s.Chart):
     :param image: the Ray image (head, ``cpu`` workers, autoscaler, bootstrap Job): in practice the platform's own
         image asset (a CDK token); a literal must be pinned (tag or digest) and must not come from Docker Hub.
     :param gpu_image: image of the ``gpu`` group; required exactly when ``settings`` has a GPU pool.
+    :param namespace: the namespace of this RayCluster (``ray``, or ``ray-<team>`` with teams: charts/ray_teams.py).
+    :param token_copies: other namespaces that get a copy of the token, namespace -> Secret name (they must exist
+        before the chart is applied).
+    :param create_namespace: include the Namespace object (False: it is applied before, :func:`namespace_manifest`).
     """
 
     def __init__(
@@ -425,50 +492,44 @@ class RayClusterChart(cdk8s.Chart):
         checkpoint_bucket: str,
         image: str,
         gpu_image: str | None = None,
+        namespace: str = NAMESPACE,
+        token_copies: Mapping[str, str] | None = None,
+        create_namespace: bool = True,
     ) -> None:
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
-        self._validate(settings=settings, checkpoint_bucket=checkpoint_bucket, image=image, gpu_image=gpu_image)
+        token_copies = dict(DEFAULT_TOKEN_COPIES if token_copies is None else token_copies)
+        self._validate(settings=settings, checkpoint_bucket=checkpoint_bucket, image=image, gpu_image=gpu_image,
+                       namespace=namespace, token_copies=token_copies)
         self.settings = settings
-        namespaces = settings.token_namespaces
-        self.token_namespaces = namespaces
-        self.checkpoint_uri = f"s3://{checkpoint_bucket}/{CHECKPOINT_PREFIX}"
+        self.ray_namespace = namespace
+        # The RayCluster's own Secret first: the source of truth for the copies.
+        self.token_targets = ((namespace, TOKEN_SECRET),) + tuple(sorted(token_copies.items()))
+        # The checkpoint prefix starts with the namespace: the Ray pods' AWS role may write there only
+        # (cdk_constructs/ray_storage.py, a condition on the Pod Identity session tag kubernetes-namespace).
+        self.checkpoint_uri = f"s3://{checkpoint_bucket}/{namespace}/{CHECKPOINT_PREFIX}"
         self._image = image
         self._gpu_image = gpu_image
         self._head_pool = settings.head_pool
 
-        self.namespace_object = api_object(
-            self,
-            "Namespace",
-            {
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {
-                    "name": NAMESPACE,
-                    "labels": {
-                        # KubeRay's injected containers are not all guaranteed to satisfy "restricted": enforce
-                        # baseline, report restricted violations.
-                        "pod-security.kubernetes.io/enforce": "baseline",
-                        "pod-security.kubernetes.io/warn": "restricted",
-                        "pod-security.kubernetes.io/audit": "restricted",
-                    },
-                },
-            },
-        )
+        # The stack creates the namespace on its own (the KubeRay operator's Roles need it first): then no
+        # Namespace object here.
+        self.namespace_object = (api_object(self, "Namespace", namespace_manifest(namespace))
+                                 if create_namespace else None)
         self.service_account = self._in_namespace(
             api_object(
                 self,
                 "ServiceAccount",
-                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SERVICE_ACCOUNT, "namespace": NAMESPACE}},
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": SERVICE_ACCOUNT, "namespace": namespace}},
             )
         )
-        self.bootstrap_job = self._token_bootstrap(namespaces)
+        self.bootstrap_job = self._token_bootstrap()
         self.ray_cluster = api_object(
             self,
             "RayCluster",
             {
                 "apiVersion": "ray.io/v1",
                 "kind": "RayCluster",
-                "metadata": {"name": CLUSTER_NAME, "namespace": NAMESPACE},
+                "metadata": {"name": CLUSTER_NAME, "namespace": namespace},
                 "spec": self._ray_cluster_spec(),
             },
         )
@@ -480,16 +541,33 @@ class RayClusterChart(cdk8s.Chart):
 
     # -- helpers -------------------------------------------------------------------------------------------
 
+    @property
+    def copy_binding(self) -> str:
+        """The bootstrap's RoleBinding in the namespaces that get a copy (several clusters copy to one namespace)."""
+        return f"{BOOTSTRAP_NAME}-{self.ray_namespace}"
+
+    @property
+    def copy_cluster_role(self) -> str:
+        return f"dynamic-factory:{BOOTSTRAP_NAME}:{self.ray_namespace}"
+
     def _in_namespace(self, obj: cdk8s.ApiObject) -> cdk8s.ApiObject:
         # A namespaced object is rejected until its namespace exists.
-        obj.add_dependency(self.namespace_object)
+        if self.namespace_object is not None:
+            obj.add_dependency(self.namespace_object)
         return obj
 
     # -- validation ----------------------------------------------------------------------------------------
 
     @staticmethod
-    def _validate(*, settings, checkpoint_bucket, image, gpu_image) -> None:
+    def _validate(*, settings, checkpoint_bucket, image, gpu_image, namespace, token_copies) -> None:
         p: list[str] = []
+        if not isinstance(namespace, str) or not _DNS1123_LABEL_RE.match(namespace) or len(namespace) > 63:
+            p.append(f"namespace {namespace!r} is not a valid namespace name (a DNS label)")
+        for ns, name in token_copies.items():
+            if not isinstance(ns, str) or not _DNS1123_LABEL_RE.match(ns) or len(ns) > 63 or ns == namespace:
+                p.append(f"token_copies: {ns!r} is not a namespace other than the RayCluster's own")
+            if not isinstance(name, str) or not _DNS1123_SUBDOMAIN_RE.match(name) or len(name) > 253:
+                p.append(f"token_copies: {name!r} (in {ns!r}) is not a valid Secret name")
         if not isinstance(settings, RayClusterSettings):
             p.append(f"settings must be a RayClusterSettings, got {settings!r}")
         if not isinstance(checkpoint_bucket, str) or not checkpoint_bucket:
@@ -511,48 +589,72 @@ class RayClusterChart(cdk8s.Chart):
 
     # -- token bootstrap -----------------------------------------------------------------------------------
 
-    def _token_bootstrap(self, namespaces: tuple[str, ...]) -> cdk8s.ApiObject:
+    def _token_bootstrap(self) -> cdk8s.ApiObject:
+        own = self.ray_namespace
+        rbac_api = "rbac.authorization.k8s.io"
         bootstrap_sa = self._in_namespace(
             api_object(
                 self,
                 "BootstrapServiceAccount",
-                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": BOOTSTRAP_NAME, "namespace": NAMESPACE}},
+                {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": BOOTSTRAP_NAME, "namespace": own}},
             )
         )
-        rbac: list[cdk8s.ApiObject] = [bootstrap_sa]
-        for ns in namespaces:
-            role = api_object(
-                self,
-                f"BootstrapRole-{ns}",
-                {
-                    "apiVersion": "rbac.authorization.k8s.io/v1",
-                    "kind": "Role",
-                    "metadata": {"name": BOOTSTRAP_NAME, "namespace": ns},
-                    "rules": [
-                        # Read only the token Secret.
-                        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [TOKEN_SECRET], "verbs": ["get"]},
-                        # RBAC cannot restrict create by name (the name is in the body): create any, update none.
-                        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
-                    ],
-                },
-            )
-            binding = api_object(
-                self,
-                f"BootstrapRoleBinding-{ns}",
-                {
-                    "apiVersion": "rbac.authorization.k8s.io/v1",
+        subject = {"kind": "ServiceAccount", "name": BOOTSTRAP_NAME, "namespace": own}
+        # Own namespace: a Role with what the Job needs there, including handing its service account, Role and
+        # RoleBinding to the Job (ownerReferences), so that they are deleted with it.
+        role = self._in_namespace(api_object(self, "BootstrapRole", {
+            "apiVersion": f"{rbac_api}/v1",
+            "kind": "Role",
+            "metadata": {"name": BOOTSTRAP_NAME, "namespace": own},
+            "rules": [
+                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [TOKEN_SECRET], "verbs": ["get"]},
+                # RBAC cannot restrict create by name (the name is in the body): create any, update none.
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+                {"apiGroups": ["batch"], "resources": ["jobs"], "resourceNames": [BOOTSTRAP_JOB], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["serviceaccounts"], "resourceNames": [BOOTSTRAP_NAME],
+                 "verbs": ["patch"]},
+                {"apiGroups": [rbac_api], "resources": ["roles", "rolebindings"], "resourceNames": [BOOTSTRAP_NAME],
+                 "verbs": ["patch"]},
+            ],
+        }))
+        binding = self._in_namespace(api_object(self, "BootstrapRoleBinding", {
+            "apiVersion": f"{rbac_api}/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": BOOTSTRAP_NAME, "namespace": own},
+            "roleRef": {"apiGroup": rbac_api, "kind": "Role", "name": BOOTSTRAP_NAME},
+            "subjects": [subject],
+        }))
+        binding.add_dependency(role)
+        binding.add_dependency(bootstrap_sa)
+        rbac: list[cdk8s.ApiObject] = [bootstrap_sa, role, binding]
+        # Other namespaces: a RoleBinding there to a ClusterRole (no Role object to leave behind), which the Job
+        # deletes as its last call in that namespace.
+        copies = [(ns, name) for ns, name in self.token_targets[1:]]
+        if copies:
+            copy_role = api_object(self, "BootstrapCopyClusterRole", {
+                "apiVersion": f"{rbac_api}/v1",
+                "kind": "ClusterRole",
+                "metadata": {"name": self.copy_cluster_role},
+                "rules": [
+                    {"apiGroups": [""], "resources": ["secrets"],
+                     "resourceNames": sorted({name for _, name in copies}), "verbs": ["get"]},
+                    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+                    {"apiGroups": [rbac_api], "resources": ["rolebindings"], "resourceNames": [self.copy_binding],
+                     "verbs": ["delete"]},
+                ],
+            })
+            rbac.append(copy_role)
+            for ns in sorted({ns for ns, _ in copies}):
+                copy_binding = api_object(self, f"BootstrapRoleBinding-{ns}", {
+                    "apiVersion": f"{rbac_api}/v1",
                     "kind": "RoleBinding",
-                    "metadata": {"name": BOOTSTRAP_NAME, "namespace": ns},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": BOOTSTRAP_NAME},
-                    "subjects": [{"kind": "ServiceAccount", "name": BOOTSTRAP_NAME, "namespace": NAMESPACE}],
-                },
-            )
-            if ns == NAMESPACE:
-                self._in_namespace(role)
-                self._in_namespace(binding)
-            binding.add_dependency(role)
-            binding.add_dependency(bootstrap_sa)
-            rbac += [role, binding]
+                    "metadata": {"name": self.copy_binding, "namespace": ns},
+                    "roleRef": {"apiGroup": rbac_api, "kind": "ClusterRole", "name": self.copy_cluster_role},
+                    "subjects": [subject],
+                })
+                copy_binding.add_dependency(copy_role)
+                copy_binding.add_dependency(bootstrap_sa)
+                rbac.append(copy_binding)
 
         placement = pool_placement(self._head_pool)
         job = self._in_namespace(
@@ -562,7 +664,7 @@ class RayClusterChart(cdk8s.Chart):
                 {
                     "apiVersion": "batch/v1",
                     "kind": "Job",
-                    "metadata": {"name": BOOTSTRAP_JOB, "namespace": NAMESPACE},
+                    "metadata": {"name": BOOTSTRAP_JOB, "namespace": own},
                     "spec": {
                         "backoffLimit": 6,
                         "activeDeadlineSeconds": 1800,  # room for Karpenter to launch a node and pull the image
@@ -583,9 +685,14 @@ class RayClusterChart(cdk8s.Chart):
                                         "imagePullPolicy": "IfNotPresent",
                                         "command": ["python", "-c", BOOTSTRAP_SCRIPT],
                                         "env": [
-                                            {"name": "DF_SECRET_NAME", "value": TOKEN_SECRET},
+                                            {"name": "DF_TARGETS",
+                                             "value": ",".join(f"{ns}/{name}" for ns, name in self.token_targets)},
                                             {"name": "DF_SECRET_KEYS", "value": f"{TOKEN_KEY},{KUBERAY_TOKEN_KEY}"},
-                                            {"name": "DF_NAMESPACES", "value": ",".join(namespaces)},
+                                            {"name": "DF_COPY_BINDING", "value": self.copy_binding},
+                                            {"name": "DF_JOB_NAME", "value": BOOTSTRAP_JOB},
+                                            {"name": "DF_OWN_OBJECTS", "value": ",".join(
+                                                f"{kind}/{BOOTSTRAP_NAME}"
+                                                for kind in ("RoleBinding", "Role", "ServiceAccount"))},
                                             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
                                             {"name": "HOME", "value": "/tmp"},
                                         ],
@@ -628,8 +735,13 @@ class RayClusterChart(cdk8s.Chart):
             head_container, head_pool, memory_gib=head_memory_gib, grace=60,
             # The head hosts GCS and the autoscaler: never voluntarily disrupted by Karpenter.
             annotations={"karpenter.sh/do-not-disrupt": "true"},
-            automount_token=True,  # the autoscaler sidecar patches the RayCluster through the API server
         )
+        # No Ray container holds a Kubernetes credential (a job runs code on the head): only the autoscaler
+        # sidecar, which patches the RayCluster's replicas, gets the service-account token, mounted into that
+        # container alone where Ray's KubeRay node provider reads it (ray 2.60
+        # python/ray/autoscaler/_private/kuberay/node_provider.py, load_k8s_secrets). An admission policy limits
+        # what that identity may change (charts/ray_admission.py).
+        head_template["spec"]["volumes"].append(_autoscaler_token_volume())
         worker_annotations = {RAY_OVERWRITE_CMD_ANNOTATION: "true"}
         if st.worker_do_not_disrupt:
             worker_annotations["karpenter.sh/do-not-disrupt"] = "true"
@@ -668,7 +780,8 @@ class RayClusterChart(cdk8s.Chart):
                 },
                 "securityContext": _container_security_context(),
                 # The autoscaler writes its logs into the head's session directory too.
-                **_LOGS.autoscaler_options,
+                "env": _LOGS.autoscaler_options["env"],
+                "volumeMounts": _LOGS.autoscaler_options["volumeMounts"] + [AUTOSCALER_TOKEN_MOUNT],
             },
             "headGroupSpec": {
                 "serviceType": "ClusterIP",  # in-cluster only; never LoadBalancer / NodePort
@@ -726,14 +839,14 @@ class RayClusterChart(cdk8s.Chart):
 
     @staticmethod
     def _pod_template(container: dict[str, Any], pool: NodePoolSettings, *, memory_gib: int, grace: int,
-                      annotations: dict[str, str], automount_token: bool = False) -> dict[str, Any]:
+                      annotations: dict[str, str]) -> dict[str, Any]:
         placement = pool_placement(pool)
         metadata: dict[str, Any] = {"labels": {"app.kubernetes.io/part-of": "dynamic-factory"}}
         if annotations:
             metadata["annotations"] = dict(annotations)
         spec: dict[str, Any] = {
             "serviceAccountName": SERVICE_ACCOUNT,
-            "automountServiceAccountToken": automount_token,
+            "automountServiceAccountToken": False,
             "restartPolicy": "Never",  # autoscaler v2: a Ray node is never restarted in place
             "terminationGracePeriodSeconds": grace,
             "securityContext": _pod_security_context(),

@@ -240,8 +240,9 @@ _RUNNER_POLICY = f"{_RUNNER}/Role/DefaultPolicy/Resource"
 ACKNOWLEDGEMENTS += (
     Acknowledgement(
         "Ray/Storage/PodIdentity/Policy/Resource",
-        "AwsSolutions-IAM5[Resource::<StorageBucket5CB7C8EA.Arn>/*]",
-        "Ray pods read and write checkpoint objects under any key of their own checkpoint bucket, and no other",
+        "AwsSolutions-IAM5[Resource::<StorageBucket5CB7C8EA.Arn>/<aws:PrincipalTag/kubernetes-namespace>/*]",
+        "Ray pods read and add checkpoint objects only under their own namespace's prefix of their own checkpoint "
+        "bucket (the EKS Pod Identity session tag kubernetes-namespace); no delete",
     ),
     *(
         Acknowledgement(_RUNNER_POLICY, f"AwsSolutions-IAM5[Action::{action}]", reason)

@@ -241,7 +241,8 @@ def build_parser(prog: str = "python -m jobs.xgboost_validation") -> argparse.Ar
                    help="XGBoost input: dmatrix (default: the fastest end to end here) or quantile "
                         "(QuantileDMatrix: less memory, slower to build, faster rounds)")
     g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints,
-                   help="checkpoints kept in the storage path (0 = all)")
+                   help="checkpoints kept in a local storage path (0 = all); on s3:// every checkpoint is kept: "
+                        "jobs cannot delete in the platform's bucket, its lifecycle rules expire them")
     g.add_argument("--storage-path", default=os.environ.get(CHECKPOINT_ENV) or d.storage_path,
                    help=f"run output and checkpoints: local dir or s3://bucket/prefix (default: ${CHECKPOINT_ENV} "
                         "when set, as on the platform's Ray cluster, else a local temp dir)")

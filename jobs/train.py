@@ -420,6 +420,15 @@ class _EmbeddedRayXGBoostTrainer(XGBoostTrainer):
         return [c for c in callbacks if not isinstance(c, PlacementGroupCleanerCallback)]
 
 
+def checkpoints_to_keep(cfg: JobConfig) -> Optional[int]:
+    """Ray Train's ``num_to_keep``: none on S3, where the platform's checkpoint bucket lets jobs write but never
+    delete (cdk_constructs/ray_storage.py; its lifecycle rules expire old checkpoints), so Ray's pruning would
+    only log refused deletes; ``--keep-checkpoints`` (0 = all) for local storage."""
+    if str(cfg.storage_path).startswith("s3://"):
+        return None
+    return cfg.keep_checkpoints or None
+
+
 def build_trainer(cfg: JobConfig, run_name: str, drill=None) -> XGBoostTrainer:
     if cfg.device == "auto":
         cfg = plan_device(cfg)
@@ -455,7 +464,7 @@ def build_trainer(cfg: JobConfig, run_name: str, drill=None) -> XGBoostTrainer:
             storage_path=cfg.storage_path,
             # Off (0) by default: without it one lost Spot worker fails the whole job.
             failure_config=FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints or None),
+            checkpoint_config=CheckpointConfig(num_to_keep=checkpoints_to_keep(cfg)),
             # Train's INFO lines (one per report per worker) drown the job's own progress.
             logging_config=LoggingConfig(log_level="WARNING"),
         ),

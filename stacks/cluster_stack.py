@@ -19,7 +19,7 @@ from constructs import Construct
 import versions
 from cdk_constructs.cilium_iam import cilium_operator_statements
 from cdk_constructs.helm import pinned_chart
-from cdk_constructs.kms_logs import allow_cloudwatch_logs
+from cdk_constructs.kms_logs import allow_cloudwatch_logs, allow_cloudwatch_logs_to_read_back
 from cdk_constructs.pod_identity import PodIdentityRole
 from charts import cilium_values
 from charts import karpenter_nodes as kn
@@ -85,14 +85,7 @@ class ClusterStack(cdk.Stack):
         self.cluster_name = cluster_name
         self.kubernetes_version = kubernetes_version
 
-        self.key = kms.Key(
-            self,
-            "ClusterKey",
-            description=f"{cluster_name}: Kubernetes secrets and control-plane logs",
-            enable_key_rotation=True,
-            removal_policy=cdk.RemovalPolicy.DESTROY,
-        )
-        allow_cloudwatch_logs(self.key)
+        self.secrets_key, self.logs_key = self._keys(cluster_name)
         # EKS writes control-plane logs to this exact log group name; creating it first
         # gives it encryption and a retention instead of "never expire".
         control_plane_logs = logs.LogGroup(
@@ -100,7 +93,7 @@ class ClusterStack(cdk.Stack):
             "ControlPlaneLogs",
             log_group_name=f"/aws/eks/{cluster_name}/cluster",
             retention=logs.RetentionDays.ONE_MONTH,
-            encryption_key=self.key,
+            encryption_key=self.logs_key,
             removal_policy=cdk.RemovalPolicy.DESTROY,
         )
 
@@ -118,7 +111,7 @@ class ClusterStack(cdk.Stack):
             vpc=vpc,
             vpc_subnets=[private_subnets],
             endpoint_access=access,
-            secrets_encryption_key=self.key,
+            secrets_encryption_key=self.secrets_key,
             cluster_logging=[
                 eks.ClusterLoggingTypes.API,
                 eks.ClusterLoggingTypes.AUDIT,
@@ -186,13 +179,13 @@ class ClusterStack(cdk.Stack):
         self.addons = {"eks-pod-identity-agent": pod_identity_agent, **self._add_addons()}
 
         # The kubectl handler's log groups are created by CDK without encryption: give every
-        # log group in this stack the cluster key (its policy already admits CloudWatch Logs).
+        # log group in this stack the logs key (its policy admits CloudWatch Logs).
         # They are RETAIN by CDK's default, and the key is deleted with this stack: a retained group would be
         # left unreadable, so they go with the stack like the control-plane logs.
         handler_logs = []
         for child in self.node.find_all():
             if isinstance(child, logs.CfnLogGroup) and child.kms_key_id is None:
-                child.kms_key_id = self.key.key_arn
+                child.kms_key_id = self.logs_key.key_arn
                 child.apply_removal_policy(cdk.RemovalPolicy.DESTROY)
                 handler_logs.append(child)
         # On delete, this stack's Helm releases and manifests (Cilium, storage classes) are removed through the
@@ -209,6 +202,36 @@ class ClusterStack(cdk.Stack):
             "UpdateKubeconfig",
             value=f"aws eks update-kubeconfig --name {cluster_name} --region {self.region}",
         )
+
+    def _keys(self, cluster_name: str) -> tuple[kms.Key, kms.Key]:
+        """One key per purpose, so that a grant or a policy statement for one never reaches the other's data.
+
+        The secrets key does envelope encryption of Kubernetes secrets only (the EKS cluster role's grant, which
+        aws_eks_v2 adds). It keeps the construct id of the platform's first, shared key: EncryptionConfig is
+        create-only (AWS::EKS::Cluster resource schema), so a new key there would replace the cluster. CloudWatch
+        Logs may still decrypt with it, and only decrypt (kms_logs.allow_cloudwatch_logs_to_read_back): on a
+        platform deployed before the split, the log groups move to the logs key in place (AssociateKmsKey), and
+        their earlier events stay encrypted with this key (CloudWatch Logs API reference, DisassociateKmsKey).
+        The logs key serves every log group of the platform (CloudWatch Logs service principal, this account's
+        log groups only: kms_logs.allow_cloudwatch_logs); the observability stack's too (its ``encryption_key``).
+        """
+        secrets_key = kms.Key(
+            self,
+            "ClusterKey",
+            description=f"{cluster_name}: Kubernetes secrets (EKS envelope encryption)",
+            enable_key_rotation=True,
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        allow_cloudwatch_logs_to_read_back(secrets_key)
+        logs_key = kms.Key(
+            self,
+            "LogsKey",
+            description=f"{cluster_name}: CloudWatch Logs (control plane, kubectl handlers, platform log groups)",
+            enable_key_rotation=True,
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        allow_cloudwatch_logs(logs_key)
+        return secrets_key, logs_key
 
     def _admit_kubectl_handler(self, handler_group: ec2.ISecurityGroup) -> None:
         """The cluster security group (on the endpoint's ENIs) admits the kubectl handlers on 443.

@@ -67,8 +67,11 @@ class KarpenterStack(cdk.Stack):
         cluster_security_group_id: str,
         node_pools: Sequence[kn.NodePoolSettings],
         ami_alias: str,
+        log_key: kms.IKey,
         **kwargs,
     ) -> None:
+        """``log_key``: the key of the platform's log groups (ClusterStack.logs_key), for the teardown guard's log
+        group."""
         super().__init__(scope, construct_id, **kwargs)
 
         self.node_role = KarpenterNodeRole(self, "NodeRole", description=f"{cluster_name}: Karpenter nodes").role
@@ -196,8 +199,8 @@ class KarpenterStack(cdk.Stack):
         # waits until no instance Karpenter launched is left; its second resource is deleted after the NodeClass
         # and before the controller, its Pod Identity and the nodes' access entry (what Karpenter needs to drain
         # nodes and run the finalizers), and waits until the node role is in no instance profile. If something is
-        # left, the stack delete stops with the controller still running. Its log group takes the cluster's key
-        # (its policy admits CloudWatch Logs), which the cluster stack keeps until after this stack is gone.
+        # left, the stack delete stops with the controller still running. Its log group takes the platform's logs key
+        # (never the Kubernetes secrets key), which the cluster stack keeps until after this stack is gone.
         self.teardown_guard = KarpenterTeardownGuard(
             self,
             "TeardownGuard",
@@ -206,7 +209,7 @@ class KarpenterStack(cdk.Stack):
             after=[self.controller_chart, identity, node_access],
             node_class=self.node_class,
             before=pool_manifests,
-            log_key=kms.Key.from_key_arn(self, "ClusterKey", cluster.cluster_encryption_config_key_arn),
+            log_key=log_key,
         )
 
         cdk.CfnOutput(self, "InterruptionQueueName", value=self.interruption.queue.queue_name)

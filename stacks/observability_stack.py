@@ -11,6 +11,8 @@ this stack (retained groups would outlive their key and turn unreadable).
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import aws_cdk as cdk
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
@@ -36,9 +38,11 @@ class ObservabilityStack(cdk.Stack):
         cluster_name: str,
         encryption_key: kms.IKey,
         retention_days: int,
+        team_ray_namespaces: Sequence[str] = (),
         **kwargs,
     ) -> None:
-        """``encryption_key``: the platform's key (the cluster stack's, whose policy admits CloudWatch Logs for this
+        """``team_ray_namespaces``: the teams' Ray namespaces (charts/ray_teams.py), shipped into the Ray group.
+        ``encryption_key``: the cluster stack's logs key (its policy admits CloudWatch Logs for this
         account's log groups). ``retention_days``: one of CloudWatch Logs' retention periods (config.py checks)."""
         super().__init__(scope, construct_id, **kwargs)
 
@@ -87,6 +91,7 @@ class ObservabilityStack(cdk.Stack):
             region=self.region,
             # The names as written (not Refs): readable in dist/, and the dependencies below order the release.
             log_groups=ls.log_group_names(cluster_name),
+            team_ray_namespaces=tuple(team_ray_namespaces),
         )
         self.release = pinned_chart(
             self,

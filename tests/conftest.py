@@ -27,6 +27,7 @@ VARIANT_OVERRIDES = {
     "platform.ray.head_placement": "on-demand",
     "platform.ray.head_cpu": 2,
     "platform.ray.head_memory_gib": 8,
+    "platform.ray.teams": ["alpha", "beta"],
     "platform.jupyterhub.core_placement": "on-demand",
     "platform.jupyterhub.domain": "hub.example.com",
     "platform.jupyterhub.admin_user": "admin@example.com",
@@ -45,7 +46,8 @@ def platform(tmp_path_factory) -> SynthesizedPlatform:
 
 @pytest.fixture(scope="session")
 def variant(tmp_path_factory) -> SynthesizedPlatform:
-    """Public endpoint, three AZs and NAT gateways, admins, Kubernetes 1.36, GPU pool and workers, Cognito login."""
+    """Public endpoint, three AZs and NAT gateways, admins, Kubernetes 1.36, GPU pool and workers, Cognito login,
+    two Ray teams."""
     return synth_platform(tmp_path_factory.mktemp("cdk-variant"), VARIANT_OVERRIDES)
 
 

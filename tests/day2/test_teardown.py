@@ -90,8 +90,13 @@ def test_the_node_class_goes_after_every_pool_and_while_karpenter_and_the_node_r
 
 def test_the_ray_cluster_goes_while_its_operator_runs(synth):
     g = graph(synth)
-    (ray,) = {key for key, _ in iter_kube_objects(g, ["RayCluster"])}
-    assert deleted_before(g, ray, release(g, "kuberay-operator"))
+    clusters = {key for key, _ in iter_kube_objects(g, ["RayCluster"])}
+    operator = release(g, "kuberay-operator")
+    assert clusters and all(deleted_before(g, ray, operator) for ray in clusters)
+    # The namespaces the operator watches (and holds Roles in) go after it.
+    namespaces = [key for key, obj in iter_kube_objects(g, ["Namespace"])
+                  if obj["metadata"]["name"] == "ray" or obj["metadata"]["name"].startswith("ray-")]
+    assert namespaces and all(deleted_before(g, operator, ns) for ns in namespaces)
 
 
 def test_the_hub_goes_before_its_namespace_and_the_namespace_while_the_volume_driver_runs(synth):

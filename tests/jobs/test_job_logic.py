@@ -390,3 +390,14 @@ def test_storage_path_defaults_to_the_cluster_checkpoint_uri(monkeypatch):
     assert job_config.parse_config([]).storage_path == "s3://ckpt-bucket/checkpoints"
     monkeypatch.delenv(job_config.CHECKPOINT_ENV)
     assert job_config.parse_config([]).storage_path.startswith("/")
+
+
+def test_checkpoints_are_never_pruned_on_s3_where_jobs_cannot_delete():
+    """The platform's bucket refuses deletes (cdk_constructs/ray_storage.py): Ray's num_to_keep would only log
+    refused deletes there; local storage keeps --keep-checkpoints."""
+    from jobs import config as job_config
+    from jobs.train import checkpoints_to_keep
+
+    assert checkpoints_to_keep(job_config.parse_config(["--storage-path", "s3://bucket/ray/checkpoints"])) is None
+    assert checkpoints_to_keep(job_config.parse_config(["--storage-path", "/tmp/x", "--keep-checkpoints", "2"])) == 2
+    assert checkpoints_to_keep(job_config.parse_config(["--storage-path", "/tmp/x", "--keep-checkpoints", "0"])) is None

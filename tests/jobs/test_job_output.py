@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 import shutil
 import subprocess
 import sys
@@ -83,5 +84,27 @@ def test_every_line_is_the_job_s_own(run):
     block = lines[start + 1:-1]
     assert [line.split(":")[0].strip() for line in block] == list(SUMMARY_KEYS), block
     assert json.loads(lines[-1])["status"] == "passed"
-    unexpected = [line for line in lines[1:start] if line not in progress]
+    unexpected = _without_ray_transients([line for line in lines[1:start] if line not in progress])
     assert unexpected == [], unexpected
+
+
+# Ray Train 2.60's controller waits 5 s for the autoscaling coordinator actor's first answer
+# (ray/train/v2/_internal/execution/scaling_policy/autoscaling_coordinator_client.py,
+# AUTOSCALING_REQUESTS_GET_TIMEOUT_S) and logs a traceback it calls "safe to ignore" when a slow machine starts
+# that actor later; nothing the job prints or controls.
+_RAY_TRANSIENT = re.compile(r"^\(TrainController pid=(\d+)\) Failed to send resource request for train-")
+
+
+def _without_ray_transients(lines: list[str]) -> list[str]:
+    out, owner = [], None
+    for line in lines:
+        m = _RAY_TRANSIENT.match(line)
+        if m:
+            owner = f"(TrainController pid={m.group(1)}) "
+            warnings.warn("Ray Train's transient 'Failed to send resource request' (a slow machine) was skipped")
+            continue
+        if owner and line.startswith(owner) and not line.startswith(owner + "["):
+            continue  # the traceback of that message
+        owner = None
+        out.append(line)
+    return out

@@ -21,7 +21,7 @@ def test_no_staged_asset_carries_a_dotfile(platform):
 
 def test_the_runner_and_image_assets_hold_only_their_sources(platform):
     tops = {frozenset(p.name for p in d.iterdir()) for d in _staged_dirs(platform)}
-    assert frozenset({"jobs"}) in tops  # the validation runner's job source
+    assert frozenset({"deploy", "jobs"}) in tops  # the validation runner's job source
     assert frozenset({"images", "jobs", "notebooks"}) in tops  # the notebook image's build context
     assert frozenset({"images", "jobs"}) in tops  # the Ray image's build context
 

@@ -443,3 +443,55 @@ def test_ami_release_version_of_the_cluster_version_is_accepted():
                                    "platform.cluster.system_nodes.ami_release_version": "1.36.0-20990101"})
     assert cfg.cluster.system_nodes.ami_release_version == "1.36.0-20990101"
     assert config.build_config({}, {}).cluster.system_nodes.ami_release_version is None
+
+
+# ----------------------------------------------------------------- one key per purpose (issue #16)
+
+
+def _statements(tpl, key_id) -> list[dict]:
+    return tpl["Resources"][key_id]["Properties"]["KeyPolicy"]["Statement"]
+
+
+def _service_statements(tpl, key_id) -> list[dict]:
+    return [s for s in _statements(tpl, key_id) if "Service" in s.get("Principal", {})]
+
+
+def _keys(tpl) -> tuple[str, str]:
+    """(secrets key, logs key) logical ids: the key of the cluster's EncryptionConfig, and the other one."""
+    _, cluster = _one(tpl, "AWS::EKS::Cluster")
+    (config,) = cluster["Properties"]["EncryptionConfig"]
+    secrets = config["Provider"]["KeyArn"]["Fn::GetAtt"][0]
+    keys = {k for k, r in tpl["Resources"].items() if r["Type"] == "AWS::KMS::Key"}
+    assert secrets in keys and len(keys) == 2, f"expected a secrets key and a logs key, found {sorted(keys)}"
+    (logs,) = keys - {secrets}
+    return secrets, logs
+
+
+def test_kubernetes_secrets_and_logs_use_separate_keys(any_platform):
+    tpl = any_platform.template_json("Cluster")
+    secrets, logs = _keys(tpl)
+    groups = {k: r for k, r in tpl["Resources"].items() if r["Type"] == "AWS::Logs::LogGroup"}
+    assert groups
+    for logical_id, group in groups.items():
+        assert group["Properties"]["KmsKeyId"] == {"Fn::GetAtt": [logs, "Arn"]}, logical_id
+    # The secrets key is the platform's first key, under its first logical id: EncryptionConfig is create-only
+    # (AWS::EKS::Cluster resource schema), so another key there would replace the cluster.
+    assert secrets.startswith("ClusterKey"), secrets
+
+
+def test_only_the_logs_key_lets_cloudwatch_logs_encrypt(any_platform):
+    """The secrets key admits no service but CloudWatch Logs, and it only to decrypt the events written under it
+    before the split (for this account's log groups); the logs key admits CloudWatch Logs to write."""
+    tpl = any_platform.template_json("Cluster")
+    secrets, logs = _keys(tpl)
+    condition_key = "kms:EncryptionContext:aws:logs:arn"
+
+    (read_back,) = _service_statements(tpl, secrets)
+    assert read_back["Action"] == "kms:Decrypt", read_back
+    assert "logs." in join(read_back["Principal"]["Service"])
+    assert ":log-group:*" in join(read_back["Condition"]["ArnLike"][condition_key])
+
+    (write,) = _service_statements(tpl, logs)
+    assert set(write["Action"]) == {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"}
+    assert "logs." in join(write["Principal"]["Service"])
+    assert "${AWS::AccountId}:log-group:*" in join(write["Condition"]["ArnLike"][condition_key])

@@ -358,3 +358,62 @@ def test_logs_default_to_thirty_days_and_take_any_cloudwatch_period():
 
     for days in RETENTION_DAYS_ALLOWED:
         assert config.build_config({}, {"platform.logs.retention_days": str(days)}).logs.retention_days == days
+
+
+# ------------------------------------------------------------------ client allowlists (issue #16)
+# cluster.endpoint.public_cidrs and jupyterhub.allowed_cidrs admit at most a /8's worth of internet addresses, per
+# entry and all entries together: the whole internet split into pieces is refused like 0.0.0.0/0.
+
+_PUBLIC_ENDPOINT = {"platform.cluster.endpoint.access": "public_and_private"}
+_HUB_WITH_DOMAIN = {"platform.jupyterhub.domain": "hub.example.com", "platform.jupyterhub.certificate_arn": CERT,
+                    "platform.jupyterhub.admin_user": "admin@example.com"}
+_ALLOWED = "allowed: entries of /8 or narrower, covering together at most 16777216 internet addresses"
+
+ALLOWLIST_BAD_INPUTS = [
+    # (field, cidrs, the value as the message quotes it, a fragment of the reason)
+    ("platform.cluster.endpoint.public_cidrs", ["0.0.0.0/1", "128.0.0.0/1"], '["0.0.0.0/1", "128.0.0.0/1"]',
+     "'0.0.0.0/1', '128.0.0.0/1': broader than /8, which opens the API server to a large part of the internet; "
+     + _ALLOWED),
+    ("platform.cluster.endpoint.public_cidrs", ["203.0.113.0/24", "64.0.0.0/2"], '["203.0.113.0/24", "64.0.0.0/2"]',
+     "'64.0.0.0/2': broader than /8"),
+    ("platform.cluster.endpoint.public_cidrs", ["11.0.0.0/8", "12.0.0.0/8"], '["11.0.0.0/8", "12.0.0.0/8"]',
+     "together these entries open the API server to 33554432 internet addresses (0.8% of the IPv4 space); "
+     + _ALLOWED),
+    # Eight /11s are one /8 of internet plus one /11 more; overlapping entries do not hide the total.
+    ("platform.cluster.endpoint.public_cidrs",
+     [f"11.{i * 32}.0.0/11" for i in range(8)] + ["12.0.0.0/11", "12.0.0.0/12"], None,
+     "to 18874368 internet addresses"),
+    ("platform.jupyterhub.allowed_cidrs", ["0.0.0.0/1", "128.0.0.0/1"], '["0.0.0.0/1", "128.0.0.0/1"]',
+     "broader than /8, which opens the hub's load balancer to a large part of the internet; " + _ALLOWED),
+    ("platform.jupyterhub.allowed_cidrs", ["0.0.0.0/0"], '["0.0.0.0/0"]',
+     "opens the hub's load balancer to the whole internet; list the networks that need it (an empty list admits "
+     "any address, each still asked to sign in)"),
+    ("platform.jupyterhub.allowed_cidrs", ["11.0.0.0/8", "198.18.0.0/15"], '["11.0.0.0/8", "198.18.0.0/15"]',
+     "to 16908288 internet addresses"),
+]
+
+
+@pytest.mark.parametrize("field,cidrs,quoted,reason", ALLOWLIST_BAD_INPUTS,
+                         ids=[f"{i}:{b[0].rsplit('.', 1)[-1]}" for i, b in enumerate(ALLOWLIST_BAD_INPUTS)])
+def test_an_allowlist_wider_than_a_slash_8_of_internet_is_refused(field, cidrs, quoted, reason):
+    context = _PUBLIC_ENDPOINT if "endpoint" in field else _HUB_WITH_DOMAIN
+    with pytest.raises(config.ConfigError) as info:
+        config.build_config({}, {**context, field: json.dumps(cidrs)})
+    (line,) = [p for p in info.value.problems if p.startswith(field + ":")]
+    assert line.startswith(f"{field}: {quoted or json.dumps(cidrs)} is not allowed: "), line
+    assert reason in line, line
+
+
+@pytest.mark.parametrize("field", ["platform.cluster.endpoint.public_cidrs", "platform.jupyterhub.allowed_cidrs"])
+@pytest.mark.parametrize("cidrs", [
+    ["203.0.113.0/24", "198.51.100.7/32"],
+    ["11.0.0.0/8"],  # exactly the bound
+    ["11.0.0.0/9", "11.128.0.0/9", "11.0.0.0/16"],  # one /8 in pieces, overlaps counted once
+    # The private ranges never arrive from the internet (an internal load balancer, a VPN): they do not count.
+    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "11.0.0.0/8"],
+])
+def test_allowlists_up_to_a_slash_8_of_internet_are_accepted(field, cidrs):
+    context = _PUBLIC_ENDPOINT if "endpoint" in field else _HUB_WITH_DOMAIN
+    cfg = config.build_config({}, {**context, field: json.dumps(cidrs)})
+    section = cfg.cluster.endpoint.public_cidrs if "endpoint" in field else cfg.jupyterhub.allowed_cidrs
+    assert section == tuple(cidrs)

@@ -40,9 +40,11 @@ def test_every_pool_of_the_platform_is_in_the_table_with_its_settings(platform, 
 
 
 def _ray_pods(synth) -> dict[str, dict]:
-    (cluster,) = [o for o in synth.assembly.kube_objects() if o.get("kind") == "RayCluster"]
-    pods = {"head": cluster["spec"]["headGroupSpec"]["template"]}
-    pods.update({g["groupName"]: g["template"] for g in cluster["spec"]["workerGroupSpecs"]})
+    pods = {}
+    for cluster in (o for o in synth.assembly.kube_objects() if o.get("kind") == "RayCluster"):
+        ns = cluster["metadata"]["namespace"]
+        pods[f"{ns}/head"] = cluster["spec"]["headGroupSpec"]["template"]
+        pods.update({f"{ns}/{g['groupName']}": g["template"] for g in cluster["spec"]["workerGroupSpecs"]})
     return pods
 
 

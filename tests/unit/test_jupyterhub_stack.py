@@ -121,6 +121,109 @@ def test_every_user_server_gets_ray_address_and_token(platform):
 
 def test_notebooks_are_told_whether_the_ray_cluster_has_gpu_workers(any_platform):
     """DF_RAY_GPU_WORKERS follows the synthesized RayCluster: "1" exactly when it has the gpu worker group."""
-    (ray_cluster,) = [o for o in any_platform.assembly.kube_objects() if o["kind"] == "RayCluster"]
-    has_gpu = any(g["groupName"] == "gpu" for g in ray_cluster["spec"]["workerGroupSpecs"])
+    clusters = [o for o in any_platform.assembly.kube_objects() if o["kind"] == "RayCluster"]
+    has_gpu = {any(g["groupName"] == "gpu" for g in rc["spec"]["workerGroupSpecs"]) for rc in clusters}
+    assert len(has_gpu) == 1  # every team's cluster has the same groups
+    has_gpu = has_gpu.pop()
     assert _hub(any_platform).values["singleuser"]["extraEnv"]["DF_RAY_GPU_WORKERS"] == ("1" if has_gpu else "0")
+
+
+# -- issue #16, on the stack alone (an imported cluster: no platform synth) -----------------------------------
+
+
+def _hub_stack(domain: str = "", **kwargs):
+    import aws_cdk as cdk
+    from aws_cdk import aws_eks_v2 as eks
+    from aws_cdk import aws_iam as iam
+    from aws_cdk.assertions import Template
+
+    from charts.karpenter_nodes import DEFAULT_ON_DEMAND_POOL
+    from stacks.jupyterhub_stack import JupyterHubStack
+    from tests.platform_synth import feature_flags
+
+    app = cdk.App(context=feature_flags())
+    base = cdk.Stack(app, "Base", env=cdk.Environment(account="111122223333", region="eu-west-1"))
+    cdk.CfnWaitConditionHandle(base, "Placeholder")
+    provider = eks.KubectlProvider.from_kubectl_provider_attributes(
+        base, "Kubectl", service_token="arn:aws:lambda:eu-west-1:111122223333:function:kubectl",
+        role=iam.Role.from_role_arn(base, "KubectlRole", "arn:aws:iam::111122223333:role/kubectl"))
+    cluster = eks.Cluster.from_cluster_attributes(base, "Cluster", cluster_name="c", kubectl_provider=provider)
+    stack = JupyterHubStack(
+        app, "Hub", env=cdk.Environment(account="111122223333", region="eu-west-1"),
+        cluster=cluster, cluster_name="c", core_pool=DEFAULT_ON_DEMAND_POOL, user_pool=DEFAULT_ON_DEMAND_POOL,
+        gpu_pool=None, admin_user="admin@example.com" if domain else "admin", home_capacity_gib=10,
+        cull_timeout_seconds=3600, notebook_image="111122223333.dkr.ecr.eu-west-1.amazonaws.com/nb:ray-2.60.0-py3.11",
+        domain=domain,
+        certificate_arn="arn:aws:acm:eu-west-1:111122223333:certificate/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+        if domain else "", cognito_domain_prefix="hub-test" if domain else "", internal_load_balancer=False,
+        allowed_cidrs=[], **kwargs)
+    return Template.from_stack(stack).to_json()["Resources"]
+
+
+def _resource(resources, prefix):
+    (logical_id,) = [k for k in resources if k.startswith(prefix)]
+    return logical_id, resources[logical_id]
+
+
+def _manifest(resource) -> list[dict]:
+    manifest = resource["Properties"]["Manifest"]
+    if isinstance(manifest, dict):  # Fn::Join around tokens: the objects here hold none that matter
+        manifest = "".join(p if isinstance(p, str) else '"TOKEN"' for p in manifest["Fn::Join"][1])
+    return json.loads(manifest)
+
+
+def _values(resources) -> dict:
+    _, release = _resource(resources, "JupyterHub")
+    raw = release["Properties"]["Values"]
+    if isinstance(raw, dict):
+        raw = "".join(p if isinstance(p, str) else "TOKEN" for p in raw["Fn::Join"][1])
+    return json.loads(raw)
+
+
+def test_the_hub_starts_after_its_admin_password_and_its_way_to_the_api_server():
+    from charts import hub_admin_bootstrap as hub_admin
+
+    resources = _hub_stack()
+    bootstrap_id, bootstrap = _resource(resources, "HubAdminBootstrap")
+    policy_id, policy = _resource(resources, "HubApiServerPolicy")
+    _, release = _resource(resources, "JupyterHub")
+    assert {bootstrap_id, policy_id} <= set(release["DependsOn"])
+    objects = {o["kind"]: o for o in _manifest(bootstrap)}
+    assert set(objects) == {"ServiceAccount", "Role", "RoleBinding", "Job"}
+    assert {o["metadata"]["namespace"] for o in objects.values()} == {"jupyterhub"}
+    pod = objects["Job"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == f"quay.io/jupyterhub/k8s-hub:{versions.JUPYTERHUB_CHART_VERSION}"
+    assert container["command"] == ["python3", "-c", hub_admin.BOOTSTRAP_SCRIPT]
+    assert pod["serviceAccountName"] == objects["ServiceAccount"]["metadata"]["name"]
+    rules = objects["Role"]["rules"]
+    assert {r["resources"][0] for r in rules} == {"secrets"}
+    assert {v for r in rules for v in r["verbs"]} == {"create", "get"}
+    assert [r.get("resourceNames") for r in rules if "get" in r["verbs"]] == [[hub_admin.SECRET_NAME]]
+    (cnp,) = _manifest(policy)
+    assert cnp["kind"] == "CiliumNetworkPolicy" and cnp["spec"]["egress"][0]["toEntities"] == ["kube-apiserver"]
+    values = _values(resources)
+    assert values["hub"]["extraVolumes"][0]["secret"]["secretName"] == hub_admin.SECRET_NAME
+    assert "ray-teams" not in values["hub"]["extraConfig"]  # the shared cluster by default
+
+
+def test_with_cognito_no_local_admin_password_but_the_same_api_server_policy():
+    resources = _hub_stack(domain="hub.example.com")
+    assert not [k for k in resources if k.startswith("HubAdminBootstrap")]
+    policy_id, _ = _resource(resources, "HubApiServerPolicy")
+    _, release = _resource(resources, "JupyterHub")
+    assert policy_id in release["DependsOn"]
+    values = _values(resources)
+    assert "extraVolumes" not in values["hub"]
+    assert values["proxy"]["service"]["annotations"][
+        "service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy"].startswith("ELBSecurityPolicy-TLS13-")
+
+
+def test_the_stack_hands_the_ray_teams_to_the_hub():
+    from charts.ray_teams import ray_teams
+
+    values = _values(_hub_stack(ray_teams=ray_teams(("alpha", "beta"))))
+    assert values["hub"]["config"]["JupyterHub"]["load_groups"] == {"alpha": {"users": []}, "beta": {"users": []}}
+    assert "ray-teams" in values["hub"]["extraConfig"]
+    assert [p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            for p in values["singleuser"]["networkPolicy"]["egress"][0]["to"]] == ["ray-alpha", "ray-beta"]

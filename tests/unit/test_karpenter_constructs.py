@@ -133,18 +133,20 @@ def test_queue_policy_denies_non_tls_access(synth):
     ]
 
 
-def test_queue_policy_lets_eventbridge_and_sqs_send_and_nobody_else(synth):
+def test_queue_policy_lets_only_the_platforms_rules_send(synth):
+    """One Allow: EventBridge may SendMessage for this account's interruption rules only (confused deputy:
+    aws:SourceAccount and aws:SourceArn); tests/policy/test_low_findings.py checks the platform's stack too."""
     (policy,) = synth.resources("AWS::SQS::QueuePolicy").values()
     queue_arn = synth.resolve(synth.interruption.queue.queue_arn)
     allows = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
-    upstream = [s for s in allows if s["Principal"] == {"Service": ["events.amazonaws.com", "sqs.amazonaws.com"]}]
-    assert len(upstream) == 1 and upstream[0]["Action"] == "sqs:SendMessage"
-    assert upstream[0]["Resource"] == queue_arn
-    for statement in allows:
-        principals = set(_as_list(statement["Principal"]["Service"]))
-        assert principals <= {"events.amazonaws.com", "sqs.amazonaws.com"}, statement
-        assert _actions(statement) <= {"sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"}, statement
-        assert statement["Resource"] == queue_arn
+    assert len(allows) == 1
+    (allow,) = allows
+    assert allow["Principal"] == {"Service": "events.amazonaws.com"} and _actions(allow) == {"sqs:SendMessage"}
+    assert allow["Resource"] == queue_arn
+    conditions = allow["Condition"]
+    assert "aws:SourceAccount" in json.dumps(conditions) and "aws:SourceArn" in json.dumps(conditions)
+    rule_ids = set(synth.resources("AWS::Events::Rule"))
+    assert rule_ids and all(rule_id in json.dumps(conditions) for rule_id in rule_ids)
 
 
 def test_routed_event_kinds_are_exactly_upstreams(synth):

@@ -338,18 +338,27 @@ def _observability(synth) -> dict:
     return synth.template_json("Observability")
 
 
-def test_log_groups_are_encrypted_with_the_platform_key_and_keep_the_configured_retention(any_platform):
+def _cluster_logs_key(synth) -> str:
+    """Logical id of the cluster stack's logs key: the KMS key that is not the Kubernetes secrets key."""
+    resources = synth.template_json("Cluster")["Resources"]
+    (cluster,) = [r for r in resources.values() if r["Type"] == "AWS::EKS::Cluster"]
+    secrets = cluster["Properties"]["EncryptionConfig"][0]["Provider"]["KeyArn"]["Fn::GetAtt"][0]
+    (logs_key,) = [k for k, r in resources.items() if r["Type"] == "AWS::KMS::Key" and k != secrets]
+    return logs_key
+
+
+def test_log_groups_are_encrypted_with_the_logs_key_and_keep_the_configured_retention(any_platform):
     groups = _resources(_observability(any_platform), "AWS::Logs::LogGroup")
     names = {g["Properties"]["LogGroupName"] for g in groups.values()}
     assert names == set(ls.log_group_names(any_platform.config.cluster.name).values())
-    cluster_key = [k for k, r in any_platform.template_json("Cluster")["Resources"].items() if r["Type"] == "AWS::KMS::Key"]
-    assert len(cluster_key) == 1
+    logs_key = _cluster_logs_key(any_platform)
     for group in groups.values():
         props = group["Properties"]
         assert props["RetentionInDays"] == any_platform.config.logs.retention_days
         output = props["KmsKeyId"]["Fn::GetStackOutput"]
         assert output["StackName"] == f"{any_platform.config.cluster.name}-cluster"
-        assert cluster_key[0].rstrip("0123456789ABCDEF") in output["OutputName"] and "Arn" in output["OutputName"]
+        # The logs key, never the key of the Kubernetes secrets (logical id = construct path + an 8-digit hash).
+        assert logs_key[:-8] in output["OutputName"] and "Arn" in output["OutputName"]
         # Deleted with the stack, before the cluster stack deletes the key (README, Tearing down).
         assert group.get("DeletionPolicy") == "Delete"
 

@@ -5,7 +5,6 @@ One small env-agnostic stack with an imported cluster (no kubectl provider neede
 
 from __future__ import annotations
 
-import json
 
 import aws_cdk as cdk
 import pytest
@@ -23,6 +22,7 @@ class Synth:
         app = cdk.App(context=feature_flags())
         self.stack = cdk.Stack(app, "RayStorageUnit")
         cluster = eks.Cluster.from_cluster_attributes(self.stack, "Cluster", cluster_name=CLUSTER)
+        kwargs.setdefault("namespaces", ["ray"])
         self.storage = RayStorage(self.stack, "RayStorage", cluster=cluster, **kwargs)
         self.template = Template.from_stack(self.stack)
         self.json = self.template.to_json()
@@ -47,9 +47,8 @@ def synth() -> Synth:
 
 
 @pytest.fixture(scope="module")
-def versioned() -> Synth:
-    return Synth(versioned=True, expire_after_days=30, noncurrent_version_expiration_days=3,
-                 removal_policy=cdk.RemovalPolicy.DESTROY)
+def custom() -> Synth:
+    return Synth(expire_after_days=30, noncurrent_version_expiration_days=3, removal_policy=cdk.RemovalPolicy.DESTROY)
 
 
 def _bucket(s: Synth, logical_id: str) -> dict:
@@ -78,7 +77,9 @@ def test_encrypted_and_public_access_blocked(synth, which):
 @pytest.mark.parametrize("which", ["bucket_id", "log_bucket_id"])
 def test_tls_only_bucket_policy(synth, which):
     bucket_id = getattr(synth, which)
-    deny = [s for s in synth.bucket_policy(bucket_id)["Statement"] if s["Effect"] == "Deny"]
+    # (The data bucket's other Deny, on the Ray role's destructive actions: tests/unit/test_ray_storage_security.py.)
+    deny = [s for s in synth.bucket_policy(bucket_id)["Statement"]
+            if s["Effect"] == "Deny" and s.get("Sid") != "DenyRayPodsDestructiveActions"]
     assert deny == [{
         "Action": "s3:*",
         "Condition": {"Bool": {"aws:SecureTransport": "false"}},
@@ -93,13 +94,14 @@ def test_tls_only_bucket_policy(synth, which):
 
 def test_data_bucket_lifecycle_expires_objects_and_aborts_multipart_uploads(synth):
     rules = _bucket(synth, synth.bucket_id)["Properties"]["LifecycleConfiguration"]["Rules"]
-    assert rules == [{"Id": "expire-objects", "Status": "Enabled", "ExpirationInDays": 90,
-                      "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}]
-    assert "VersioningConfiguration" not in _bucket(synth, synth.bucket_id)["Properties"]
+    assert rules[0] == {"Id": "expire-objects", "Status": "Enabled", "ExpirationInDays": 90,
+                        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}
+    # Versioning is always on (tests/unit/test_ray_storage_security.py): old versions expire by the second rule.
+    assert [r["Id"] for r in rules] == ["expire-objects", "expire-noncurrent-versions"]
 
 
-def test_versioned_variant_expires_noncurrent_versions(versioned):
-    props = _bucket(versioned, versioned.bucket_id)["Properties"]
+def test_settings_reach_the_lifecycle_rules(custom):
+    props = _bucket(custom, custom.bucket_id)["Properties"]
     assert props["VersioningConfiguration"] == {"Status": "Enabled"}
     rules = {r["Id"]: r for r in props["LifecycleConfiguration"]["Rules"]}
     assert rules["expire-objects"]["ExpirationInDays"] == 30
@@ -123,8 +125,8 @@ def test_log_bucket_has_its_own_lifecycle(synth):
     assert rules[0]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
 
 
-def test_buckets_are_retained_by_default_and_destroy_is_opt_in(synth, versioned):
-    for s, policy in ((synth, "Retain"), (versioned, "Delete")):
+def test_buckets_are_retained_by_default_and_destroy_is_opt_in(synth, custom):
+    for s, policy in ((synth, "Retain"), (custom, "Delete")):
         for logical_id in (s.bucket_id, s.log_bucket_id):
             assert s.json["Resources"][logical_id]["DeletionPolicy"] == policy
             assert s.json["Resources"][logical_id]["UpdateReplacePolicy"] == policy
@@ -157,29 +159,22 @@ def test_role_trusts_only_pod_identity_for_this_cluster(synth):
     assert "ManagedPolicyArns" not in role["Properties"]
 
 
-def test_role_policy_allows_only_this_bucket_and_only_list_and_object_actions(synth):
+def test_role_policy_allows_only_this_bucket(synth):
+    """Which actions, under which keys and conditions: tests/unit/test_ray_storage_security.py."""
     policies = synth.resources("AWS::IAM::Policy")
     assert len(policies) == 1
     (policy,) = policies.values()
     assert policy["Properties"]["Roles"] == [{"Ref": synth.logical_id(synth.storage.role)}]
     bucket_arn = {"Fn::GetAtt": [synth.bucket_id, "Arn"]}
-    objects_arn = {"Fn::Join": ["", [bucket_arn, "/*"]]}
-    allowed = {}
     for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-        assert statement["Effect"] == "Allow" and "Condition" not in statement and "NotAction" not in statement
-        actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
-        for action in actions:
-            assert "*" not in action, action
-            allowed.setdefault(json.dumps(statement["Resource"], sort_keys=True), set()).add(action)
-    assert allowed == {
-        json.dumps(bucket_arn, sort_keys=True): {"s3:ListBucket"},
-        json.dumps(objects_arn, sort_keys=True): {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"},
-    }
+        assert statement["Effect"] == "Allow" and "NotAction" not in statement and "NotResource" not in statement
+        resource = statement["Resource"]
+        assert resource == bucket_arn or resource["Fn::Join"][1][0] == bucket_arn, resource
 
 
 def test_no_other_principal_gets_bucket_access(synth):
     for s in synth.bucket_policy(synth.bucket_id)["Statement"]:
-        assert s["Effect"] == "Deny", s  # the data bucket's policy only denies non-TLS access
+        assert s["Effect"] == "Deny", s  # the data bucket's policy only denies (non-TLS access, the Ray role)
     synth.template.resource_count_is("AWS::IAM::Role", 1)
     for bucket in synth.resources("AWS::S3::Bucket").values():
         assert "AccessControl" not in bucket["Properties"]  # no ACL grants (ownership enforced)
@@ -194,12 +189,13 @@ def test_no_other_principal_gets_bucket_access(synth):
         ({"expire_after_days": 0}, "expire_after_days"),
         ({"access_log_retention_days": "90"}, "access_log_retention_days"),
         ({"noncurrent_version_expiration_days": True}, "noncurrent_version_expiration_days"),
-        ({"namespace": ""}, "namespace"),
-        ({"versioned": "yes"}, "versioned"),
+        ({"namespaces": [""]}, "namespaces"),
+        ({"namespaces": "ray"}, "namespaces"),
+        ({"service_account": ""}, "service_account"),
     ],
 )
 def test_bad_arguments_raise_a_clear_value_error(kwargs, message):
     stack = cdk.Stack(cdk.App())
     cluster = eks.Cluster.from_cluster_attributes(stack, "Cluster", cluster_name=CLUSTER)
     with pytest.raises(ValueError, match=message):
-        RayStorage(stack, "RayStorage", cluster=cluster, **kwargs)
+        RayStorage(stack, "RayStorage", cluster=cluster, **{"namespaces": ["ray"], **kwargs})

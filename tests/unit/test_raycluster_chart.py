@@ -155,8 +155,8 @@ def test_objects_fixed_names_and_apply_order(default_manifests):
         ("ServiceAccount", "ray", "ray-token-bootstrap"),
         ("Role", "ray", "ray-token-bootstrap"),
         ("RoleBinding", "ray", "ray-token-bootstrap"),
-        ("Role", "jupyterhub", "ray-token-bootstrap"),
-        ("RoleBinding", "jupyterhub", "ray-token-bootstrap"),
+        ("ClusterRole", None, "dynamic-factory:ray-token-bootstrap:ray"),
+        ("RoleBinding", "jupyterhub", "ray-token-bootstrap-ray"),
         ("Job", "ray", "ray-auth-token-bootstrap"),
         ("RayCluster", "ray", "ray"),
     ]
@@ -241,14 +241,15 @@ def test_head_ports(default_manifests):
 
 def test_checkpoint_uri_env_on_every_ray_container(default_manifests):
     for name, c in _ray_containers(default_manifests).items():
-        assert {"name": "DF_CHECKPOINT_URI", "value": f"s3://{BUCKET}/checkpoints"} in c["env"], name
+        # Under the namespace: the prefix the Ray pods' AWS role may write (cdk_constructs/ray_storage.py).
+        assert {"name": "DF_CHECKPOINT_URI", "value": f"s3://{BUCKET}/ray/checkpoints"} in c["env"], name
 
 
 def test_checkpoint_bucket_may_be_a_cdk_token():
     token = cdk.Fn.import_value("BucketName")
     rc = _ray_cluster(_synth(checkpoint_bucket=token))
     env = rc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
-    assert env[0]["value"] == f"s3://{token}/checkpoints"
+    assert env[0]["value"] == f"s3://{token}/ray/checkpoints"
     assert cdk.Token.is_unresolved(env[0]["value"])  # resolved by CDK when the manifest is deployed
 
 
@@ -345,10 +346,28 @@ def test_workers_protected_from_consolidation_by_default_only(default_manifests)
         "metadata"]["annotations"]
 
 
-def test_only_the_head_mounts_a_kubernetes_api_token(default_manifests):
-    templates = _pod_templates(default_manifests)
-    assert templates["head"]["spec"]["automountServiceAccountToken"] is True  # autoscaler sidecar
-    assert templates["worker:cpu"]["spec"]["automountServiceAccountToken"] is False
+def test_only_the_autoscaler_holds_a_kubernetes_api_token(request):
+    """A job runs code in the head's Ray container: no pod automounts a token, and the head pod's projected token
+    is mounted into the autoscaler container only, where Ray's KubeRay node provider reads it."""
+    for fixture in ("default_manifests", "gpu_manifests"):
+        manifests = request.getfixturevalue(fixture)
+        templates = _pod_templates(manifests)
+        for name, template in templates.items():
+            if name == "job":
+                continue
+            spec = template["spec"]
+            assert spec["automountServiceAccountToken"] is False, name
+            for c in spec["containers"]:
+                assert all(m["mountPath"] != "/var/run/secrets/kubernetes.io/serviceaccount"
+                           for m in c.get("volumeMounts", [])), (name, c["name"])
+        head_volumes = {v["name"]: v for v in templates["head"]["spec"]["volumes"]}
+        auto = _ray_cluster(manifests)["spec"]["autoscalerOptions"]
+        (token_mount,) = [m for m in auto["volumeMounts"]
+                          if m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"]
+        assert token_mount["readOnly"] is True
+        sources = head_volumes[token_mount["name"]]["projected"]["sources"]
+        assert [next(iter(src)) for src in sources] == ["serviceAccountToken", "configMap", "downwardAPI"]
+        assert sources[1]["configMap"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
 
 
 # ------------------------------------------------------------------ GPU group
@@ -394,24 +413,47 @@ def test_the_token_never_appears_in_the_output(request, fixture):
 
 
 def test_bootstrap_rbac_is_least_privilege_in_every_token_namespace(default_manifests):
-    for ns in ("ray", "jupyterhub"):
-        role = _one(default_manifests, "Role", namespace=ns)
-        assert role["rules"] == [
-            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [TOKEN_SECRET], "verbs": ["get"]},
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
-        ]
-        binding = _one(default_manifests, "RoleBinding", namespace=ns)
-        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                      "name": role["metadata"]["name"]}
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ray-token-bootstrap", "namespace": "ray"}]
-    assert not [m for m in default_manifests if m["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    subject = [{"kind": "ServiceAccount", "name": "ray-token-bootstrap", "namespace": "ray"}]
+    role = _one(default_manifests, "Role", namespace="ray")
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [TOKEN_SECRET], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        {"apiGroups": ["batch"], "resources": ["jobs"], "resourceNames": ["ray-auth-token-bootstrap"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["serviceaccounts"], "resourceNames": ["ray-token-bootstrap"],
+         "verbs": ["patch"]},
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
+         "resourceNames": ["ray-token-bootstrap"], "verbs": ["patch"]},
+    ]
+    binding = _one(default_manifests, "RoleBinding", namespace="ray")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "ray-token-bootstrap"}
+    assert binding["subjects"] == subject
+    # The notebook namespace: a binding to a ClusterRole (no Role there to leave behind) that the Job deletes.
+    copy_role = _one(default_manifests, "ClusterRole")
+    assert copy_role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [TOKEN_SECRET], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"],
+         "resourceNames": ["ray-token-bootstrap-ray"], "verbs": ["delete"]},
+    ]
+    copy_binding = _one(default_manifests, "RoleBinding", namespace="jupyterhub")
+    assert copy_binding["roleRef"]["kind"] == "ClusterRole"
+    assert copy_binding["roleRef"]["name"] == copy_role["metadata"]["name"]
+    assert copy_binding["subjects"] == subject
+    assert not [m for m in default_manifests if m["kind"] == "ClusterRoleBinding"]
 
 
-def test_token_namespaces_argument_puts_ray_first():
-    m = _synth(token_namespaces=["notebooks", "ray", "jupyterhub"])
-    assert sorted(r["metadata"]["namespace"] for r in m if r["kind"] == "Role") == ["jupyterhub", "notebooks", "ray"]
+def test_a_team_cluster_lives_in_its_namespace_and_copies_its_token_under_its_own_name():
+    m = _synth(namespace="ray-alpha", token_copies={"jupyterhub": "ray-auth-token-alpha"})
+    assert {o["metadata"].get("namespace") for o in m} == {None, "ray-alpha", "jupyterhub"}
+    assert _one(m, "Namespace")["metadata"]["name"] == "ray-alpha"
+    assert _ray_cluster(m)["metadata"]["namespace"] == "ray-alpha"
     env = {e["name"]: e["value"] for e in _one(m, "Job")["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["DF_NAMESPACES"] == "ray,notebooks,jupyterhub"
+    assert env["DF_TARGETS"] == "ray-alpha/ray-auth-token,jupyterhub/ray-auth-token-alpha"
+    assert _one(m, "RoleBinding", namespace="jupyterhub")["metadata"]["name"] == "ray-token-bootstrap-ray-alpha"
+    assert _one(m, "ClusterRole")["rules"][0]["resourceNames"] == ["ray-auth-token-alpha"]
+    uris = {e["value"] for t in _pod_templates(m).values() for c in t["spec"]["containers"]
+            for e in c.get("env", []) if e["name"] == "DF_CHECKPOINT_URI"}
+    assert uris == {f"s3://{BUCKET}/ray-alpha/checkpoints"}
 
 
 def test_bootstrap_job_uses_the_ray_image_hardened_on_on_demand_nodes(default_manifests):
@@ -425,9 +467,10 @@ def test_bootstrap_job_uses_the_ray_image_hardened_on_on_demand_nodes(default_ma
     assert pod["nodeSelector"] == {POOL_LABEL_KEY: "on-demand"}
     assert pod["tolerations"] == pool_placement(DEFAULT_ON_DEMAND_POOL)["tolerations"]
     env = {e["name"]: e["value"] for e in c["env"]}
-    assert env["DF_SECRET_NAME"] == TOKEN_SECRET
+    assert env["DF_TARGETS"] == f"ray/{TOKEN_SECRET},jupyterhub/{TOKEN_SECRET}"
     assert env["DF_SECRET_KEYS"] == f"{TOKEN_KEY},{KUBERAY_TOKEN_KEY}"
-    assert env["DF_NAMESPACES"] == "ray,jupyterhub"
+    assert env["DF_COPY_BINDING"] == "ray-token-bootstrap-ray" and env["DF_JOB_NAME"] == job["metadata"]["name"]
+    assert env["DF_OWN_OBJECTS"] == "RoleBinding/ray-token-bootstrap,Role/ray-token-bootstrap,ServiceAccount/ray-token-bootstrap"
     assert "DF_API_URL" not in env and "DF_SA_DIR" not in env
     assert job["spec"]["ttlSecondsAfterFinished"] > 0 and job["spec"]["backoffLimit"] >= 1
 
@@ -435,8 +478,12 @@ def test_bootstrap_job_uses_the_ray_image_hardened_on_on_demand_nodes(default_ma
 # ------------------------------------------------------------------ the bootstrap script against a fake API server
 
 
-class _FakeSecretsApi(BaseHTTPRequestHandler):
-    store: dict[tuple[str, str], dict] = {}
+class _FakeKubeApi(BaseHTTPRequestHandler):
+    """The few API server paths the bootstrap calls, on an in-memory store keyed by URL path, with the
+    bootstrap's RBAC modelled: a request is allowed while the binding that grants it exists."""
+
+    store: dict[str, dict] = {}
+    calls: list[tuple[str, str]] = []
     bearer = "sa-bearer"
 
     def log_message(self, *args):  # quiet
@@ -450,50 +497,97 @@ class _FakeSecretsApi(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self):
+    def _authorized(self) -> bool:
         if self.headers.get("Authorization") != f"Bearer {self.bearer}":
-            return self._reply(401)
-        _, _, _, ns, _, name = self.path.strip("/").split("/")
-        obj = self.store.get((ns, name))
+            return False
+        # The namespace's grant is its bootstrap RoleBinding (own namespace) or copy binding (the others).
+        ns = self.path.split("/namespaces/")[1].split("/")[0]
+        bindings = [k for k in self.store if f"/namespaces/{ns}/rolebindings/ray-token-bootstrap" in k]
+        return bool(bindings)
+
+    def _body(self):
+        return json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+
+    def do_GET(self):
+        self.calls.append(("GET", self.path))
+        if not self._authorized():
+            return self._reply(403)
+        obj = self.store.get(self.path)
         return self._reply(200, obj) if obj else self._reply(404)
 
     def do_POST(self):
-        _, _, _, ns, _ = self.path.strip("/").split("/")
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        key = (ns, body["metadata"]["name"])
+        self.calls.append(("POST", self.path))
+        if not self._authorized():
+            return self._reply(403)
+        body = self._body()
+        key = f"{self.path}/{body['metadata']['name']}"
         if key in self.store:
             return self._reply(409)
-        assert body["metadata"]["namespace"] == ns and body["type"] == "Opaque"
+        assert self.path.endswith("/secrets") and body["type"] == "Opaque"
+        assert f"/namespaces/{body['metadata']['namespace']}/" in key
         self.store[key] = body
         return self._reply(201, body)
 
+    def do_DELETE(self):
+        self.calls.append(("DELETE", self.path))
+        if not self._authorized():
+            return self._reply(403)
+        return self._reply(200, self.store.pop(self.path)) if self.path in self.store else self._reply(404)
+
+    def do_PATCH(self):
+        self.calls.append(("PATCH", self.path))
+        if not self._authorized():
+            return self._reply(403)
+        assert self.headers["Content-Type"] == "application/merge-patch+json"
+        if self.path not in self.store:
+            return self._reply(404)
+        self.store[self.path]["metadata"].update(self._body()["metadata"])
+        return self._reply(200, self.store[self.path])
+
+
+def _rbac_paths(own: str, copies: tuple[str, ...]) -> dict[str, dict]:
+    rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces"
+    objects = {f"/api/v1/namespaces/{own}/serviceaccounts/ray-token-bootstrap": {"metadata": {}},
+               f"{rbac}/{own}/roles/ray-token-bootstrap": {"metadata": {}},
+               f"{rbac}/{own}/rolebindings/ray-token-bootstrap": {"metadata": {}},
+               f"/apis/batch/v1/namespaces/{own}/jobs/ray-auth-token-bootstrap": {"metadata": {"uid": "job-uid-1"}}}
+    for ns in copies:
+        objects[f"{rbac}/{ns}/rolebindings/ray-token-bootstrap-{own}"] = {"metadata": {}}
+    return objects
+
 
 @pytest.fixture()
-def fake_api(tmp_path):
-    _FakeSecretsApi.store = {}
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeSecretsApi)
+def fake_api(tmp_path, default_manifests):
+    _FakeKubeApi.store, _FakeKubeApi.calls = {}, []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeKubeApi)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     sa = tmp_path / "sa"
     sa.mkdir()
-    (sa / "token").write_text(_FakeSecretsApi.bearer + "\n")
+    (sa / "token").write_text(_FakeKubeApi.bearer + "\n")
     import certifi  # any CA bundle: the fake API is plain HTTP
 
     (sa / "ca.crt").write_text(pathlib.Path(certifi.where()).read_text())
+    # The Job's own environment, as rendered by the chart.
+    job_env = {e["name"]: e["value"]
+               for e in _one(default_manifests, "Job")["spec"]["template"]["spec"]["containers"][0]["env"]}
 
-    def run(namespaces=("ray", "jupyterhub")):
-        env = {**os.environ, "DF_SA_DIR": str(sa), "DF_API_URL": f"http://127.0.0.1:{server.server_port}",
-               "DF_SECRET_NAME": TOKEN_SECRET, "DF_SECRET_KEYS": f"{TOKEN_KEY},{KUBERAY_TOKEN_KEY}",
-               "DF_NAMESPACES": ",".join(namespaces)}
+    def run(namespaces=("ray", "jupyterhub"), *, grants=True):
+        own, copies = namespaces[0], tuple(namespaces[1:])
+        if grants:  # the chart's RBAC objects, as applied before the Job
+            _FakeKubeApi.store.update(_rbac_paths(own, copies))
+        env = {**os.environ, **job_env, "DF_SA_DIR": str(sa), "DF_API_URL": f"http://127.0.0.1:{server.server_port}",
+               "DF_TARGETS": ",".join(f"{ns}/{TOKEN_SECRET}" for ns in namespaces),
+               "DF_COPY_BINDING": f"ray-token-bootstrap-{own}"}
         return subprocess.run([sys.executable, "-c", BOOTSTRAP_SCRIPT], env=env, capture_output=True, text=True,
                               timeout=60)
 
-    yield run, _FakeSecretsApi.store
+    yield run, _FakeKubeApi.store
     server.shutdown()
 
 
 def _token_of(store, ns):
-    data = store[(ns, TOKEN_SECRET)]["data"]
+    data = store[f"/api/v1/namespaces/{ns}/secrets/{TOKEN_SECRET}"]["data"]
     values = {base64.b64decode(v).decode() for v in data.values()}
     assert set(data) == {TOKEN_KEY, KUBERAY_TOKEN_KEY} and len(values) == 1
     return values.pop()
@@ -509,6 +603,29 @@ def test_bootstrap_creates_one_token_in_every_namespace_and_is_idempotent(fake_a
     again = run()
     assert again.returncode == 0, again.stderr
     assert _token_of(store, "ray") == token and "present" in again.stdout
+
+
+def test_bootstrap_gives_up_its_rights_when_done(fake_api):
+    """After the copies: the notebook namespace's binding is gone, and the Job owns the bootstrap's service
+    account, Role and RoleBinding in its own namespace (the garbage collector deletes them with the Job)."""
+    run, store = fake_api
+    result = run()
+    assert result.returncode == 0, result.stderr
+    rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces"
+    assert f"{rbac}/jupyterhub/rolebindings/ray-token-bootstrap-ray" not in store
+    owner = [{"apiVersion": "batch/v1", "kind": "Job", "name": "ray-auth-token-bootstrap", "uid": "job-uid-1"}]
+    for path in (f"/api/v1/namespaces/ray/serviceaccounts/ray-token-bootstrap", f"{rbac}/ray/roles/ray-token-bootstrap",
+                 f"{rbac}/ray/rolebindings/ray-token-bootstrap"):
+        assert store[path]["metadata"]["ownerReferences"] == owner, path
+    # The own binding is handed over last: every earlier call was still authorized.
+    assert _FakeKubeApi.calls[-1] == ("PATCH", f"{rbac}/ray/rolebindings/ray-token-bootstrap") or \
+        _FakeKubeApi.calls[-1][0] == "PATCH"
+
+
+def test_bootstrap_without_its_grants_fails_loudly(fake_api):
+    run, _ = fake_api
+    result = run(grants=False)
+    assert result.returncode != 0 and "HTTP 403" in result.stderr
 
 
 def test_bootstrap_copies_the_existing_ray_token(fake_api):
@@ -560,10 +677,10 @@ def test_bootstrap_fails_loudly_on_a_diverging_copy(fake_api):
         ({"head_memory_gib": 32}, "head pod"),
         ({"gpu_pool": DEFAULT_GPU_POOL, "gpus_per_worker": 2}, "gpu_worker pod"),
         ({"gpu_pool": DEFAULT_GPU_POOL, "gpu_max_workers": 0}, "gpu_max_workers"),
-        ({"token_namespaces": ["jupyterhub"]}, "must include 'ray'"),
-        ({"token_namespaces": ["ray", "ray"]}, "duplicates"),
-        ({"token_namespaces": ["ray", "Not_A_Namespace"]}, "not valid namespace names"),
-        ({"token_namespaces": "ray"}, "sequence"),
+        ({"namespace": "Ray_Team"}, "not a valid namespace name"),
+        ({"token_copies": {"ray": "ray-auth-token"}}, "other than the RayCluster's own"),
+        ({"token_copies": {"Not_A_Namespace": "x"}}, "other than the RayCluster's own"),
+        ({"token_copies": {"jupyterhub": "Bad_Name"}}, "not a valid Secret name"),
     ],
 )
 def test_bad_arguments_raise_a_clear_value_error(kwargs, message):

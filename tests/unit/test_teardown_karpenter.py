@@ -18,6 +18,8 @@ tests/day2/test_teardown.py), across stacks too.
 
 from __future__ import annotations
 
+import json
+
 import importlib.util
 import sys
 
@@ -276,23 +278,22 @@ def test_the_instances_it_waits_for_carry_what_the_controller_must_tag_them_with
     assert conditions["StringLike"][f"aws:RequestTag/{index.NODEPOOL_TAG}"] == "*"
 
 
-def test_the_guard_logs_are_encrypted_with_the_cluster_key_and_go_with_the_stack(synth):
+def test_the_guard_logs_are_encrypted_with_the_logs_key_and_go_with_the_stack(synth):
     tpl = _template(synth)
     _, function = _function(synth)
     group = tpl["Resources"][function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]]
     assert group["Properties"]["RetentionInDays"] == 30
     assert group.get("DeletionPolicy") == "Delete"
-    # The key: the cluster stack's output, which is the EKS cluster's secrets key, whose policy admits Logs.
+    # The key: the cluster stack's logs key (whose policy admits Logs), never the EKS cluster's secrets key.
     g = _graph(synth)
     output = group["Properties"]["KmsKeyId"]["Fn::GetStackOutput"]
     assert output["StackName"] == f"{synth.config.cluster.name}-cluster"
-    cluster_attr = g.output_source(output["StackName"], output["OutputName"])["Fn::GetAtt"]
+    key_id, attribute = g.output_source(output["StackName"], output["OutputName"])["Fn::GetAtt"]
     cluster_tpl = synth.template_json("Cluster")
-    assert cluster_attr[1] == "EncryptionConfigKeyArn"
-    (encryption,) = cluster_tpl["Resources"][cluster_attr[0]]["Properties"]["EncryptionConfig"]
-    key_id = encryption["Provider"]["KeyArn"]["Fn::GetAtt"][0]
     key = cluster_tpl["Resources"][key_id]
-    assert key["Type"] == "AWS::KMS::Key"
+    assert key["Type"] == "AWS::KMS::Key" and attribute == "Arn"
+    (eks_cluster,) = [r for r in cluster_tpl["Resources"].values() if r["Type"] == "AWS::EKS::Cluster"]
+    assert key_id not in json.dumps(eks_cluster["Properties"]["EncryptionConfig"])
     sids = {s.get("Sid") for s in key["Properties"]["KeyPolicy"]["Statement"]}
     assert "CloudWatchLogsOfThisAccount" in sids
     # The key outlives the log group (the cluster stack is deleted after the Karpenter stack).

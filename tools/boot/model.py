@@ -12,12 +12,16 @@ policies allow the flows the platform needs; what runs at idle fits on the syste
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import json
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from charts.ray_teams import RayTeam as ray_team_of
 from tools.boot import admission, netpol
 from tools.boot.deploy import DeployGraph, Key
 from tools.boot.scheduling import Node, Pool, node_group_nodes, pools_from_manifests
@@ -498,12 +502,30 @@ class BootModel:
                                              head.ports() if head else set())
         return out
 
+    def hub_team_addresses(self) -> dict[str, str]:
+        """The Ray address per team that the hub's ``ray-teams`` extraConfig gives a team's notebooks (none
+        without teams)."""
+        out: dict[str, str] = {}
+        for res in self.graph.assembly.helm_releases().values():
+            if res.properties.get("Chart") != "jupyterhub":
+                continue
+            code = ((res.values.get("hub") or {}).get("extraConfig") or {}).get("ray-teams", "")
+            m = re.search(r"^_DF_TEAMS = _df_json\.loads\((.+)\)$", code, re.M)
+            if m:
+                teams = json.loads(ast.literal_eval(m.group(1)))["teams"]
+                out.update({name: team["address"] for name, team in teams.items()})
+        return out
+
     def _check_clients(self) -> Iterable[Verdict]:
         """Every in-cluster URL a pod is given resolves to a Service that selects a pod listening on that port."""
         services = self.services()
         url = re.compile(r"^[a-z]+://([a-z0-9-]+)\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?:(\d+)")
         for w in self.workloads:
-            for env_name, value in w.env().items():
+            given = dict(w.env())
+            if w.labels.get("component") == SINGLEUSER_LABELS["component"]:
+                # With Ray teams the hub sets RAY_ADDRESS per team at spawn time (charts/jupyterhub_values.py).
+                given.update({f"RAY_ADDRESS ({team})": address for team, address in self.hub_team_addresses().items()})
+            for env_name, value in given.items():
                 m = url.match(value) if isinstance(value, str) else None
                 if not m:
                     continue
@@ -524,9 +546,19 @@ class BootModel:
         heads = [w for w in self.workloads if w.labels.get(RAY_NODE_TYPE_LABEL) == "head"]
         workers = [w for w in self.workloads if w.labels.get(RAY_NODE_TYPE_LABEL) == "worker"]
         head = heads[0] if heads else None
-        flows: list[tuple[str, Workload | None, Any, int, str]] = [
-            ("notebook -> Ray Jobs API", su, head, 8265, "TCP"),
-            ("notebook -> Ray client", su, head, 10001, "TCP"),
+        flows: list[tuple[str, Workload | None, Any, int, str]] = []
+        # Every Ray head is reached by the notebooks of its team (the hub labels them; charts/ray_teams.py), or by
+        # every notebook for the shared cluster.
+        for h in heads or [None]:
+            member = su
+            where = ""
+            if h is not None and su is not None and h.namespace != ray_team_of(None).namespace:
+                team = ray_team_of(h.namespace.removeprefix(ray_team_of(None).namespace + "-"))
+                member = dataclasses.replace(su, labels={**su.labels, **team.notebook_label})
+                where = f" ({team.name})"
+            flows += [(f"notebook -> Ray Jobs API{where}", member, h, 8265, "TCP"),
+                      (f"notebook -> Ray client{where}", member, h, 10001, "TCP")]
+        flows += [
             ("notebook -> DNS", su, self._find("kube-system", {"k8s-app": "kube-dns"}), 53, "UDP"),
             ("hub -> Kubernetes API", self._find(None, {"component": "hub"}), "kube-apiserver", 443, "TCP"),
             ("KubeRay operator -> Ray head", self._find(None, {"app.kubernetes.io/name": "kuberay-operator"}), head, 8265, "TCP"),
@@ -543,17 +575,38 @@ class BootModel:
             ("Fluent Bit -> CloudWatch Logs", shipper, "world", 443, "TCP"),
         ]
         for worker in workers:
-            flows.append((f"Ray {worker.name} -> head GCS", worker, head, 6379, "TCP"))
-            flows.append((f"Ray head -> {worker.name}", head, worker, 10002, "TCP"))
+            own_head = next((h for h in heads if h.namespace == worker.namespace), head)
+            where = f"{worker.namespace}/{worker.name}"
+            flows += [
+                (f"Ray {where} -> head GCS", worker, own_head, 6379, "TCP"),
+                (f"Ray head -> {where}", own_head, worker, 10002, "TCP"),
+                # What a job needs outside the cluster (charts/ray_egress.py): names, credentials, checkpoints,
+                # runtime_env pip installs.
+                (f"Ray {where} -> DNS", worker, dns, 53, "UDP"),
+                (f"Ray {where} -> Pod Identity agent", worker, "host", 80, "TCP"),
+                (f"Ray {where} -> S3", worker, netpol.Endpoint.world("s3.amazonaws.com"), 443, "TCP"),
+                (f"Ray {where} -> PyPI", worker, netpol.Endpoint.world("files.pythonhosted.org"), 443, "TCP"),
+            ]
+        for h in heads:
+            # The autoscaler sidecar patches the RayCluster.
+            flows.append((f"Ray head {h.namespace}/{h.name} -> Kubernetes API", h, "kube-apiserver", 443, "TCP"))
         return flows
 
-    def _check_flows(self) -> Iterable[Verdict]:
+    def network_policies(self) -> list[dict[str, Any]]:
+        """Every policy that limits pod traffic: NetworkPolicies, CiliumNetworkPolicies (translated) and the ones
+        z2jh renders from the hub's values."""
         policies = [o for _, o in iter_kube_objects(self.graph, ["NetworkPolicy"])]
         policies += [netpol.cilium_policy(o) for _, o in iter_kube_objects(self.graph, ["CiliumNetworkPolicy"])]
         for res in self.graph.assembly.helm_releases().values():
             if res.properties.get("Chart") == "jupyterhub":
                 policies += netpol.z2jh_policies(res.values, res.properties.get("Namespace", "default"))
+        return policies
+
+    def _check_flows(self) -> Iterable[Verdict]:
+        policies = self.network_policies()
         def endpoint(x):
+            if isinstance(x, netpol.Endpoint):
+                return x
             return netpol.Endpoint(entity=x) if isinstance(x, str) else netpol.Endpoint.pod(x.namespace, x.labels)
         for name, src, dst, port, proto in self.required_flows():
             if src is None or dst is None:
