@@ -205,7 +205,9 @@ def _long_lived_pods(assembly: Assembly) -> list[tuple[str, str, float, float]]:
             spec = obj["spec"]["headGroupSpec"]["template"]["spec"]
             cpu = sum(cpu_quantity(c["resources"]["requests"]["cpu"]) for c in spec["containers"]) + AUTOSCALER_REQUEST[0]
             mem = sum(memory_gib(c["resources"]["requests"]["memory"]) for c in spec["containers"]) + AUTOSCALER_REQUEST[1]
-            pods.append(("Ray head", spec.get("nodeSelector", {}).get(POOL_LABEL, "?"), cpu, mem))
+            ns = obj["metadata"].get("namespace", "ray")
+            what = "Ray head" if ns == "ray" else f"Ray head ({ns})"  # one per team (charts/ray_teams.py)
+            pods.append((what, spec.get("nodeSelector", {}).get(POOL_LABEL, "?"), cpu, mem))
     hub = assembly.helm_releases().get("jupyterhub")
     if hub is not None:
         pods.append(("JupyterHub hub + proxy", hub.values["hub"].get("nodeSelector", {}).get(POOL_LABEL, "?"), *HUB_REQUEST))
