@@ -91,6 +91,7 @@ ACCESS_LOG_PREFIX = "ray-checkpoints/"
 NAMESPACE_TAG = "kubernetes-namespace"
 _NAMESPACE_VARIABLE = "${aws:PrincipalTag/" + NAMESPACE_TAG + "}"
 LIST_ACTIONS = ("s3:ListBucket",)
+DEFAULT_NAMESPACE = "ray"  # the shared cluster's association keeps the logical id it always had
 OBJECT_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload")
 # Denied to the Ray role by the data bucket's policy, whatever the role's own policies say: everything that
 # removes or hides stored data, or changes how long it is kept, who may reach it, or where it is copied.
@@ -271,9 +272,15 @@ class RayStorage(Construct):
             # Credentials are useless until the permissions are attached.
             association.node.add_dependency(self.policy)
             self.associations[ns] = association
-        for association in self.associations.values():
+        for ns, association in self.associations.items():
             # The IAM conditions key on the namespace session tag: never let it be switched off.
             association.disable_session_tags = False
+            if ns != DEFAULT_NAMESPACE:
+                # Keyed by the namespace, not by the position in the list: removing or reordering a team must
+                # never turn one team's association into another's (a replacement EKS refuses while the other
+                # namespace's association still exists).
+                association.override_logical_id(
+                    "RayPodIdentityAssociation" + "".join(part.capitalize() for part in ns.split("-")))
         self.association: eks.CfnPodIdentityAssociation = self.associations[first]
 
         self.bucket.add_to_resource_policy(

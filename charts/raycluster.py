@@ -194,7 +194,9 @@ def _autoscaler_token_volume() -> dict[str, Any]:
         "projected": {
             "defaultMode": 0o444,
             "sources": [
-                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                # 3600, not the kubelet's 3607: that value marks legacy tokens the API server extends to a year
+                # (EKS: 90 days). Ray 2.60's autoscaler re-reads the file, which the kubelet refreshes.
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
                 {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
                 {"downwardAPI": {"items": [{"path": "namespace",
                                             "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
@@ -329,15 +331,10 @@ for ns, name in TARGETS:
                  % ((ns, name) + TARGETS[0]))
     print("%s/%s present" % (ns, name))
 
-# Every copy is in place: give up the rights. Other namespaces: delete the binding (the last call there).
+# Every copy is in place: give up the rights. Own namespace first: the Job owns its service account, Role and
+# RoleBinding from now on, and they go with it (its TTL). Then the other namespaces' bindings, as the very last
+# calls: if one fails, a retry of this pod still has every right it needs.
 own = TARGETS[0][0]
-binding = os.environ.get("DF_COPY_BINDING")
-for ns in sorted({ns for ns, _ in TARGETS[1:]} - {own}) if binding else ():
-    status, _ = call("DELETE", PATHS["RoleBinding"] % (ns, binding))
-    if status not in (200, 202, 404):
-        sys.exit("delete rolebinding %s/%s: HTTP %s" % (ns, binding, status))
-    print("removed rolebinding %s/%s" % (ns, binding))
-# Own namespace: the Job owns its service account, Role and RoleBinding from now on; they go with it.
 job = os.environ.get("DF_JOB_NAME")
 if job:
     status, obj = call("GET", "/apis/batch/v1/namespaces/%s/jobs/%s" % (own, job))
@@ -351,6 +348,12 @@ if job:
         if status != 200:
             sys.exit("hand %s %s/%s to the Job: HTTP %s" % (kind, own, name, status))
         print("%s %s/%s goes with job %s" % (kind, own, name, job))
+binding = os.environ.get("DF_COPY_BINDING")
+for ns in sorted({ns for ns, _ in TARGETS[1:]} - {own}) if binding else ():
+    status, _ = call("DELETE", PATHS["RoleBinding"] % (ns, binding))
+    if status not in (200, 202, 404):
+        sys.exit("delete rolebinding %s/%s: HTTP %s" % (ns, binding, status))
+    print("removed rolebinding %s/%s" % (ns, binding))
 '''.strip()
 
 

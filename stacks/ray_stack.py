@@ -120,9 +120,11 @@ class RayStack(cdk.Stack):
         # Roles in them, which its release creates), so they exist before it and go after it.
         self.namespaces: dict[str, eks.KubernetesManifest] = {}
         for team in teams:
+            # `overwrite`: apply, not create. On an existing platform the RayCluster chart created `ray` before; the
+            # apply takes it over (and drops that manifest's prune label, so the chart's next prune spares it).
             self.namespaces[team.namespace] = eks.KubernetesManifest(
                 self, "RayNamespace" + self._suffix(team), cluster=cluster,
-                manifest=[rc.namespace_manifest(team.namespace)])
+                manifest=[rc.namespace_manifest(team.namespace)], overwrite=True)
 
         self.operator = pinned_chart(
             self,
