@@ -33,7 +33,7 @@ import cdk8s
 from constructs import Construct
 
 import versions
-from charts.k8s import api_object
+from charts.k8s import api_object, secret_writer_rbac
 
 SECRET_NAME = "jupyterhub-admin-password"
 SECRET_KEY = "password"
@@ -192,25 +192,8 @@ class HubAdminBootstrapChart(cdk8s.Chart):
     def __init__(self, scope: Construct, construct_id: str, *, namespace: str, placement: dict,
                  minimum_password_length: int, secret_name: str = SECRET_NAME) -> None:
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
-        sa = api_object(self, "sa", {
-            "apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": SERVICE_ACCOUNT, "namespace": namespace},
-        })
-        role = api_object(self, "role", {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": SERVICE_ACCOUNT, "namespace": namespace},
-            "rules": [
-                # RBAC cannot limit create by name (the name is in the body); read only this one.
-                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
-                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret_name], "verbs": ["get"]},
-            ],
-        })
-        binding = api_object(self, "binding", {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": SERVICE_ACCOUNT, "namespace": namespace},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": SERVICE_ACCOUNT},
-            "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": namespace}],
-        })
+        sa, role, binding = secret_writer_rbac(self, namespace=namespace, service_account=SERVICE_ACCOUNT,
+                                               secret_name=secret_name)
         job = api_object(self, "job", {
             "apiVersion": "batch/v1", "kind": "Job",
             "metadata": {"name": SERVICE_ACCOUNT, "namespace": namespace},

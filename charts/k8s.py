@@ -54,3 +54,29 @@ def image_registry(reference: str) -> str:
     if sep and ("." in first or ":" in first or first == "localhost"):
         return "docker.io" if first in DOCKER_HUB_REGISTRIES else first
     return "docker.io"
+
+
+def secret_writer_rbac(scope: Construct, *, namespace: str, service_account: str,
+                       secret_name: str) -> tuple[cdk8s.ApiObject, cdk8s.ApiObject, cdk8s.ApiObject]:
+    """ServiceAccount, Role and RoleBinding (all named ``service_account``) of a Job that creates one Secret:
+    ``create`` on Secrets (RBAC cannot limit create by name, the name is in the body) and ``get`` on that Secret
+    only. Construct ids ``sa``, ``role``, ``binding``."""
+    sa = api_object(scope, "sa", {
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": service_account, "namespace": namespace},
+    })
+    role = api_object(scope, "role", {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": service_account, "namespace": namespace},
+        "rules": [
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret_name], "verbs": ["get"]},
+        ],
+    })
+    binding = api_object(scope, "binding", {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": service_account, "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": service_account},
+        "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}],
+    })
+    return sa, role, binding

@@ -13,7 +13,7 @@ from __future__ import annotations
 import cdk8s
 from constructs import Construct
 
-from charts.k8s import api_object
+from charts.k8s import api_object, secret_writer_rbac
 
 SERVICE_ACCOUNT = "oauth-secret-bootstrap"
 AWS_CLI_IMAGE = "public.ecr.aws/aws-cli/aws-cli:2.36.31"
@@ -50,24 +50,8 @@ class OAuthSecretBootstrapChart(cdk8s.Chart):
         placement: dict,
     ) -> None:
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
-        sa = api_object(self, "sa", {
-            "apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": SERVICE_ACCOUNT, "namespace": namespace},
-        })
-        role = api_object(self, "role", {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": SERVICE_ACCOUNT, "namespace": namespace},
-            "rules": [
-                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
-                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret_name], "verbs": ["get"]},
-            ],
-        })
-        binding = api_object(self, "binding", {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": SERVICE_ACCOUNT, "namespace": namespace},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": SERVICE_ACCOUNT},
-            "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": namespace}],
-        })
+        sa, role, binding = secret_writer_rbac(self, namespace=namespace, service_account=SERVICE_ACCOUNT,
+                                               secret_name=secret_name)
         job = api_object(self, "job", {
             "apiVersion": "batch/v1", "kind": "Job",
             "metadata": {"name": SERVICE_ACCOUNT, "namespace": namespace},
