@@ -110,3 +110,13 @@ FLUENT_BIT_CHART_VERSION = "0.57.9"
 FLUENT_BIT_VERSION = "5.0.9"
 FLUENT_BIT_IMAGE_REPOSITORY = "cr.fluentbit.io/fluent/fluent-bit"
 HELM_CHARTS["fluent-bit"] = (FLUENT_BIT_CHART_REPO, FLUENT_BIT_CHART_VERSION)
+
+# ---------------------------------------------------------------------------------------------------------
+# Metrics (charts/metrics.py, stacks/observability_stack.py): Prometheus, Grafana, kube-state-metrics and the
+# Prometheus operator from one chart. kube-prometheus-stack 88.5.3 (prometheus-community/helm-charts
+# ea930baeebeba39f56d6b44e351f23b2a072a600: charts/kube-prometheus-stack/Chart.yaml, vendored in
+# schemas/kube-prometheus-stack/) pins prometheus-operator v0.93.1 and the subcharts kube-state-metrics 8.4.0 and
+# grafana 12.11.1; image tags follow the chart unless values set them.
+KUBE_PROMETHEUS_STACK_CHART_REPO = "https://prometheus-community.github.io/helm-charts"
+KUBE_PROMETHEUS_STACK_CHART_VERSION = "88.5.3"
+HELM_CHARTS["kube-prometheus-stack"] = (KUBE_PROMETHEUS_STACK_CHART_REPO, KUBE_PROMETHEUS_STACK_CHART_VERSION)
