@@ -25,19 +25,6 @@ def _failures(verdicts: list[Verdict]) -> list[str]:
     return [f"[{v.step}] {v.line()}" for v in verdicts if not v.ok]
 
 
-@pytest.fixture(scope="session")
-def boot(platform) -> BootModel:
-    return BootModel(platform.outdir)
-
-
-@pytest.fixture(scope="session")
-def boot_verdicts(boot) -> list[Verdict]:
-    return boot.run()
-
-
-@pytest.fixture(scope="session")
-def variant_verdicts(variant) -> list[Verdict]:
-    return BootModel(variant.outdir).run()
 
 
 # ------------------------------------------------------------------ the platform boots
@@ -89,7 +76,8 @@ def test_nothing_keeps_a_karpenter_node_at_idle_by_default(boot):
 
 def test_every_system_node_keeps_headroom(boot, boot_verdicts):
     headroom = [v for v in boot_verdicts if v.check == "headroom"]
-    assert len(headroom) == sum(len(nodes) for _, nodes in boot.nodegroups) == 2
+    # Two system nodes, three with metrics on (config.py METRICS_SYSTEM_NODE_SIZES): each is judged.
+    assert len(headroom) == sum(len(nodes) for _, nodes in boot.nodegroups) >= 2
     assert all(v.ok for v in headroom), [v.detail for v in headroom]
 
 

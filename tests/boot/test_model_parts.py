@@ -136,3 +136,67 @@ def test_table_covers_every_pinned_chart_at_its_version_and_cites_sources():
         assert entry is not None, addon
         for w in entry["workloads"]:
             assert w.get("source") or entry.get("source"), f"{addon}/{w['name']} names no upstream source"
+
+
+# ------------------------------------------------------------------ the table's reader: ports, containers, monitors
+
+
+def test_conditions_any_all_and_in():
+    from tools.boot.workloads import condition
+    values = {"a": {"on": True, "mode": "x"}}
+    assert condition({"any": [{"value": "a.off", "default": False}, {"value": "a.on", "default": False}]}, values)
+    assert not condition({"all": [{"value": "a.on", "default": False}, {"value": "a.off", "default": False}]}, values)
+    assert condition({"value": "a.mode", "default": "y", "in": ["x"]}, values)
+    assert condition({"value": "a.missing", "default": True, "in": [True]}, values)
+
+
+def test_table_containers_ports_and_claims_read_from_values():
+    from tools.boot.workloads import _from_table
+    entry = {
+        "name": "p", "kind": "StatefulSet", "role": "prometheus",
+        "security": {"run_as_non_root": {"value": "sc.nonRoot", "default": True}, "seccomp": "RuntimeDefault",
+                     "allow_privilege_escalation": False, "capabilities_drop_all": True},
+        "containers": [
+            {"name": "main", "requests": {"value": "res", "default": {}},
+             "ports": [{"name": {"value": "portName", "default": "http-web"}, "port": 9090},
+                       {"name": "tls", "port": 10250, "enabled": {"value": "tls", "default": False}}]},
+            {"name": "side", "requests": {"cpu": "10m"}, "enabled": {"value": "side", "default": True}},
+        ],
+        "init_containers": [{"name": "root-init", "requests": {}, "security": {"run_as_user": 0, "run_as_non_root": False}}],
+        "volume_types": ["secret", "persistentVolumeClaim"],
+        "claims": [{"name": "db", "storage_class": {"value": "sc.class", "default": None}}],
+    }
+    w = _from_table(entry, {"res": {"cpu": "100m", "memory": "1Gi"}, "sc": {"class": "fast"}},
+                    namespace="m", origin="t", creator=("s", "r"), waits=True)
+    assert [c["name"] for c in w.pod_spec["containers"]] == ["main", "side"]
+    assert w.named_ports() == {"http-web": 9090} and w.requests == (110, 1024)
+    assert w.claims == ({"name": "db", "storage_class": "fast", "size": None},) and w.role == "prometheus"
+    assert w.waits  # helm_waits unset: Helm waits for it
+    assert admission.violations("baseline", w.pod_spec) == []
+    assert admission.violations("restricted", w.pod_spec) == [
+        "container 'root-init' runAsNonRoot not true", "container 'root-init' runAsUser 0"]
+    off = _from_table({**entry, "helm_waits": False}, {"side": False, "tls": True, "sc": {"nonRoot": False}},
+                      namespace="m", origin="t", creator=("s", "r"), waits=True)
+    assert [c["name"] for c in off.pod_spec["containers"]] == ["main"] and not off.waits
+    assert off.named_ports() == {"http-web": 9090, "tls": 10250} and off.claims[0]["storage_class"] is None
+    assert any("runAsNonRoot" in v for v in admission.violations("restricted", off.pod_spec))
+
+
+def test_monitor_namespaces_follow_the_crd():
+    from tools.boot.workloads import _monitor_from_object
+    def monitor(spec):
+        return _monitor_from_object({"kind": "PodMonitor", "metadata": {"name": "m", "namespace": "mon"},
+                                     "spec": {"selector": {}, "podMetricsEndpoints": [{"port": "x"}], **spec}}, ("s", "r"))
+    assert monitor({}).namespaces == ("mon",)  # no namespaceSelector: the monitor's own namespace
+    assert monitor({"namespaceSelector": {"any": True}}).namespaces is None
+    assert monitor({"namespaceSelector": {"matchNames": ["a", "b"]}}).namespaces == ("a", "b")
+    assert monitor({}).endpoints == ("x",)
+
+
+def test_the_metrics_release_is_tabled_with_sources_for_its_services_and_monitors():
+    entry = load_table()["releases"]["kube-prometheus-stack"]
+    assert {w["role"] for w in entry["workloads"] if w.get("role")} == {"operator", "prometheus", "grafana",
+                                                                          "kube-state-metrics"}
+    for item in [*entry["services"], *entry["monitors"], *entry["value_checks"]]:
+        assert item.get("source"), item.get("name")
+    assert "ea930baeebeba39f56d6b44e351f23b2a072a600" in entry["verification"]

@@ -90,7 +90,8 @@ def violations(level: str, spec: Mapping[str, Any]) -> list[str]:
     raise ValueError(f"unknown Pod Security level {level!r}")
 
 
-def namespace_level(namespace_obj: Mapping[str, Any] | None) -> str:
+def namespace_level(namespace_obj: Mapping[str, Any] | None, mode: str = "enforce") -> str:
+    """The namespace's Pod Security level for ``mode`` (enforce, warn or audit; unlabelled: privileged)."""
     if not namespace_obj:
         return "privileged"
-    return (namespace_obj.get("metadata", {}).get("labels") or {}).get(ENFORCE_LABEL, "privileged")
+    return (namespace_obj.get("metadata", {}).get("labels") or {}).get(f"pod-security.kubernetes.io/{mode}", "privileged")

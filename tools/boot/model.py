@@ -6,8 +6,11 @@ tolerations, selector and requests), **networked** (Cilium can give the node pod
 scheduled there, operator running with EC2 credentials) and **credentialed** (its Pod Identity association
 and the agent exist before it). Also: every resource that waits for pods (node groups, add-ons, Helm
 releases with ``wait``) can be satisfied by what comes before it; every EC2NodeClass selector resolves to
-resources that really carry the tag or id at deploy time; clients' Service addresses resolve; the network
-policies allow the flows the platform needs; what runs at idle fits on the system nodes with headroom.
+resources that really carry the tag or id at deploy time; clients' Service addresses resolve to a pod that declares
+the Service's target port; every PodMonitor / ServiceMonitor is selected by the Prometheus and selects pods (or
+Services of pods) that declare the ports it scrapes; claims name an existing, encrypted StorageClass; the network
+policies allow the flows the platform needs (clients, scrapes, the API server) and refuse the ones into and out of
+the monitoring namespace that nothing needs; what runs at idle fits on the system nodes with headroom.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from charts.ray_teams import RayTeam as ray_team_of
 from tools.boot import admission, netpol
 from tools.boot.deploy import DeployGraph, Key
 from tools.boot.scheduling import Node, Pool, node_group_nodes, pools_from_manifests
-from tools.boot.workloads import (RAY_CLUSTER_LABEL, RAY_NODE_TYPE_LABEL, SINGLEUSER_LABELS, Workload, collect,
-                                  iter_kube_objects, load_table)
+from tools.boot.workloads import (RAY_CLUSTER_LABEL, RAY_NODE_TYPE_LABEL, SINGLEUSER_LABELS, Monitor, Service,
+                                  ServicePort, Workload, collect, collect_services_and_monitors, condition,
+                                  iter_kube_objects, load_table, local_chart_objects)
 from tools.render import MANIFEST_TYPE, Assembly
 
 # Free share of the system nodes' allocatable CPU and memory required once everything that runs at idle is
@@ -47,6 +51,54 @@ POOL_SELECTOR_KEYS = ("dynamic-factory/pool", "karpenter.sh/nodepool")
 # (Amazon EKS user guide, "View Amazon EKS security group requirements for clusters").
 def eks_cluster_sg_tags(cluster_name: str) -> dict[str, str]:
     return {"aws:eks:cluster-name": cluster_name, f"kubernetes.io/cluster/{cluster_name}": "owned"}
+
+
+EBS_CSI_ADDON = "aws-ebs-csi-driver"
+EBS_CSI_PROVISIONER = "ebs.csi.aws.com"
+DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+# Host-network pods and kubelets are reached as Cilium entities: the node the scraper runs on is `host`, any other
+# node `remote-node` (Cilium docs, "Layer 3 Examples: Entities Based"); a scrape of every node needs both.
+NODE_ENTITIES = ("host", "remote-node")
+# An in-cluster URL: <service>.<namespace>[.svc[.cluster.local]][:port]. A pod environment value counts as one only
+# when it spells `.svc` and the port (anything else may be an outside name); the URLs a chart renders for in-cluster
+# use (the table's `urls`, the hub's services) always do, and need neither.
+_URL = re.compile(r"^(?P<scheme>[a-z]+)://(?P<name>[a-z0-9-]+)\.(?P<ns>[a-z0-9-]+)(?P<svc>\.svc(?:\.cluster\.local)?)?"
+                  r"(?::(?P<port>\d+))?(?:[/?#]|$)")
+# A pod that belongs to no platform component, for the isolation checks.
+STRANGER = netpol.Endpoint.pod("default", {"app": "stranger"})
+
+
+@dataclass
+class Client:
+    """An in-cluster URL a pod is configured to call, resolved through the Services to a pod and a port."""
+
+    workload: Workload
+    what: str
+    url: str
+    service: Service | None = None
+    port: ServicePort | None = None
+    target: Workload | None = None
+    target_port: int | None = None
+    problem: str = ""
+
+
+@dataclass
+class ScrapeTarget:
+    """One port of one pod (or of every node) that a monitor makes Prometheus scrape."""
+
+    monitor: Monitor
+    port_name: str
+    port: int
+    workload: Workload | None = None  # None: the nodes (a selector-less Service's node endpoints)
+    via: str = ""  # the Service, for a ServiceMonitor
+
+    @property
+    def where(self) -> str:
+        return "every node" if self.workload is None else f"{self.workload.namespace}/{self.workload.name}"
+
+    @property
+    def on_nodes(self) -> bool:
+        return self.workload is None or self.workload.host_network
 
 
 @dataclass
@@ -78,7 +130,8 @@ class IdlePlacement:
 class BootModel:
     def __init__(self, outdir: str | Path, table: Mapping[str, Any] | None = None):
         self.graph = DeployGraph(Assembly(outdir))
-        self.workloads, self.read_problems = collect(self.graph, table if table is not None else load_table())
+        self.table = table if table is not None else load_table()
+        self.workloads, self.read_problems = collect(self.graph, self.table)
         g = self.graph
         self.namespaces: dict[str, tuple[Key | None, dict[str, Any]]] = {
             "kube-system": (None, {}), "default": (None, {})}
@@ -102,6 +155,8 @@ class BootModel:
         self.nodepool_key: Key | None = nodepools[0][0] if nodepools else None
         self.pools: list[Pool] = pools_from_manifests([o for _, o in nodepools], classes)
         self.node_access = [r.key for r in g.find("AWS::EKS::AccessEntry", lambda r: r.properties.get("Type") == "EC2_LINUX")]
+        services, self.monitors = collect_services_and_monitors(g, self.table)
+        self.service_list: list[Service] = services + self._kuberay_services()
 
     # ------------------------------------------------------------------ helpers
 
@@ -339,6 +394,56 @@ class BootModel:
                               "is not applied before the release: its claims stay Pending" if source else
                               "does not exist: its claims stay Pending"))
 
+    def _check_claims(self) -> Iterable[Verdict]:
+        """Each PersistentVolumeClaim a chart's pod mounts (table ``claims``) gets a volume: its StorageClass (or the
+        default class) exists before the pod's release, encrypts (EBS CSI ``encrypted: "true"``), and its
+        provisioner runs (the EBS CSI add-on comes first)."""
+        classes = {o["metadata"]["name"]: (key, o) for key, o in iter_kube_objects(self.graph, ["StorageClass"])}
+        defaults = sorted(n for n, (_, o) in classes.items()
+                          if (o["metadata"].get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true")
+        csi = [a.key for a in self.graph.find("AWS::EKS::Addon", lambda r: r.properties.get("AddonName") == EBS_CSI_ADDON)]
+        for w in self.workloads:
+            before = self.graph.ancestors(w.creator)
+            for claim in w.claims:
+                name = claim.get("storage_class") or (defaults[0] if len(defaults) == 1 else None)
+                how = f"StorageClass {name!r}" + ("" if claim.get("storage_class") else " (the default class)")
+                problems = []
+                if name is None:
+                    problems.append(f"names no StorageClass and the cluster has {len(defaults)} default classes "
+                                    f"({defaults}): the claim stays Pending")
+                elif name not in classes:
+                    problems.append(f"{how} does not exist: the claim stays Pending")
+                else:
+                    key, obj = classes[name]
+                    if key not in before:
+                        problems.append(f"{how} is not applied before {w.creator[1]}: the claim may stay Pending")
+                    provisioner = obj.get("provisioner")
+                    params = obj.get("parameters") or {}
+                    if provisioner != EBS_CSI_PROVISIONER:
+                        problems.append(f"{how} uses provisioner {provisioner!r}: not known to encrypt")
+                    else:
+                        if str(params.get("encrypted", "false")).lower() != "true":
+                            problems.append(f"{how} does not set encrypted: \"true\": the EBS volume is not encrypted")
+                        if not any(k in before for k in csi):
+                            problems.append(f"the EBS CSI driver add-on is not installed before {w.creator[1]}: nothing "
+                                            "provisions the volume")
+                yield Verdict(self.graph.label(w.creator), f"{w.namespace}/{w.name} claim {claim.get('name')}",
+                              "storage class", not problems, "; ".join(problems) or
+                              f"{how}: {classes[name][1].get('provisioner')}, encrypted"
+                              + (f" (kmsKeyId {(classes[name][1].get('parameters') or {}).get('kmsKeyId')})"
+                                 if (classes[name][1].get("parameters") or {}).get("kmsKeyId") else
+                                 " with the account's default EBS key (no kmsKeyId)")
+                              + f", applied before the release; {claim.get('size') or 'size unset'}")
+
+    def _check_release_values(self) -> Iterable[Verdict]:
+        """The table's ``value_checks``: value combinations a chart renders but that cannot work."""
+        for name, res in self.graph.assembly.helm_releases().items():
+            entry = self.table.get("releases", {}).get(res.properties.get("Chart")) or {}
+            for check in entry.get("value_checks") or []:
+                bad = condition(check["fail_when"], res.values)
+                yield Verdict(self.graph.label((res.stack, res.logical_id)), f"Helm release {name}: {check['name']}",
+                              "values", not bad, " ".join(str(check["message"]).split()) if bad else "consistent")
+
     def _check_create_conflicts(self) -> Iterable[Verdict]:
         """The kubectl handler creates a manifest's objects with `kubectl create` unless the resource says
         Overwrite (aws-cdk-lib 2.273.0 kubectl handler, apply/__init__.py): an object another resource applied
@@ -398,14 +503,29 @@ class BootModel:
             subject = f"{w.namespace}/{w.name}"
             step = g.label(w.creator)
             adm = self._admission_problems(w, scope)
-            yield Verdict(step, subject, "admitted", not adm, "; ".join(adm) or
-                          f"Pod Security {admission.namespace_level(self.namespaces.get(w.namespace, (None, {}))[1])!r}")
+            yield Verdict(step, subject, "admitted", not adm, "; ".join(adm) or self._admission_detail(w))
             if not w.daemonset:
                 yield from self._placement_verdicts(w, scope, step, subject, waits)
             cred = self._credential_problems(w, scope)
             if (w.aws_apis and not w.node_role_credentials) or (w.namespace, w.service_account) in self.associations:
                 yield Verdict(step, subject, "credentialed", not cred, "; ".join(cred) or
                               f"Pod Identity for {w.namespace}/{w.service_account}")
+
+    def _admission_detail(self, w: Workload) -> str:
+        """The enforced level, and what the namespace's warn / audit levels (if stricter) would say of the pod."""
+        ns_obj = self.namespaces.get(w.namespace, (None, {}))[1]
+        enforce = admission.namespace_level(ns_obj)
+        detail = f"Pod Security {enforce!r}"
+        stricter: dict[str, list[str]] = {}
+        for mode in ("warn", "audit"):
+            level = admission.namespace_level(ns_obj, mode)
+            if admission.LEVELS.index(level) > admission.LEVELS.index(enforce):
+                stricter.setdefault(level, []).append(mode)
+        for level, modes in stricter.items():
+            bad = admission.violations(level, w.pod_spec)
+            detail += (f"; {'/'.join(modes)} {level!r}: " + ("admits it too" if not bad else
+                       "would flag " + ", ".join(bad) + " (warning only, the pod is admitted)"))
+        return detail
 
     def _placement_verdicts(self, w: Workload, scope: frozenset[Key], step: str, subject: str,
                             waits: bool) -> Iterable[Verdict]:
@@ -486,20 +606,92 @@ class BootModel:
         return next((w for w in self.workloads if (namespace is None or w.namespace == namespace)
                      and all(w.labels.get(k) == v for k, v in labels.items())), None)
 
-    def services(self) -> dict[tuple[str, str], tuple[dict[str, str], set[int]]]:
-        """(namespace, name) -> (selector, ports): our Services and those KubeRay creates per RayCluster."""
-        out: dict[tuple[str, str], tuple[dict[str, str], set[int]]] = {}
-        for _, svc in iter_kube_objects(self.graph, ["Service"]):
-            meta = svc["metadata"]
-            out[(meta.get("namespace", "default"), meta["name"])] = (
-                dict(svc["spec"].get("selector") or {}), {p["port"] for p in svc["spec"].get("ports", [])})
-        # KubeRay 1.7 creates <RayCluster>-head-svc selecting the head, with the head container's ports
-        # (ray-project/kuberay@v1.7.0: ray-operator/controllers/ray/common/service.go).
-        for _, rc in iter_kube_objects(self.graph, ["RayCluster"]):
+    def _kuberay_services(self) -> list[Service]:
+        """KubeRay 1.7 creates <RayCluster>-head-svc selecting the head, with the head container's ports
+        (ray-project/kuberay@v1.7.0: ray-operator/controllers/ray/common/service.go)."""
+        out = []
+        for key, rc in iter_kube_objects(self.graph, ["RayCluster"]):
             name, ns = rc["metadata"]["name"], rc["metadata"].get("namespace", "default")
             head = self._find(ns, {RAY_CLUSTER_LABEL: name, RAY_NODE_TYPE_LABEL: "head"})
-            out[(ns, f"{name}-head-svc")] = ({RAY_CLUSTER_LABEL: name, RAY_NODE_TYPE_LABEL: "head"},
-                                             head.ports() if head else set())
+            named = {v: k for k, v in head.named_ports().items()} if head else {}
+            ports = tuple(ServicePort(named.get(p), p, p) for p in sorted(head.ports())) if head else ()
+            selector = {RAY_CLUSTER_LABEL: name, RAY_NODE_TYPE_LABEL: "head"}
+            out.append(Service(namespace=ns, name=f"{name}-head-svc", labels=dict(selector), selector=selector,
+                               ports=ports, origin=f"RayCluster/{name} (created by KubeRay)", creator=key))
+        return out
+
+    def services(self) -> dict[tuple[str, str], tuple[dict[str, str], set[int]]]:
+        """(namespace, name) -> (selector, ports): our Services, those KubeRay creates per RayCluster and those the
+        Helm releases (or their operators) create (the table's ``services``)."""
+        return {(s.namespace, s.name): (dict(s.selector or {}), {p.port for p in s.ports}) for s in self.service_list}
+
+    def _service(self, namespace: str, name: str) -> Service | None:
+        return next((s for s in self.service_list if s.namespace == namespace and s.name == name), None)
+
+    def _pods(self, namespaces: Iterable[str] | None, selector: Mapping[str, Any]) -> list[Workload]:
+        """The long-running pods in ``namespaces`` (None: any) a label selector selects."""
+        spaces = None if namespaces is None else set(namespaces)
+        return [w for w in self.workloads if not w.transient and (spaces is None or w.namespace in spaces)
+                and netpol._matches(selector, w.labels)]
+
+    @staticmethod
+    def _target_port(pod: Workload, target: int | str) -> int | None:
+        """The container port a Service's targetPort names (a name, or a number the pod declares)."""
+        if isinstance(target, str) and not target.isdigit():
+            return pod.named_ports().get(target)
+        return int(target) if int(target) in pod.ports() else None
+
+    def _resolve(self, w: Workload, what: str, url: str, strict: bool) -> Client | None:
+        m = _URL.match(url)
+        if not m or (strict and (not m.group("svc") or not m.group("port"))):
+            return None
+        name, ns = m.group("name"), m.group("ns")
+        port = int(m.group("port") or (443 if m.group("scheme") == "https" else 80))
+        client = Client(w, what, url)
+        svc = self._service(ns, name)
+        if svc is None:
+            client.problem = f"no Service {ns}/{name} is created"
+            return client
+        client.service, client.port = svc, svc.port(port)
+        if client.port is None:
+            client.problem = f"port {port} is not a port of Service {ns}/{name} ({sorted(p.port for p in svc.ports)})"
+            return client
+        pods = self._pods([ns], {"matchLabels": svc.selector}) if svc.selector else []
+        if not pods:
+            client.problem = f"Service {ns}/{name} selects no pod"
+            return client
+        client.target = pods[0]
+        client.target_port = self._target_port(pods[0], client.port.target)
+        if client.target_port is None:
+            client.problem = (f"Service {ns}/{name} port {port} targets {client.port.target!r}, which "
+                              f"{pods[0].namespace}/{pods[0].name} does not declare ({pods[0].named_ports()})")
+        return client
+
+    def client_urls(self, w: Workload) -> list[tuple[str, str, bool]]:
+        """(what, URL, strict) the pod is configured to call: its environment (and, for a notebook, the address
+        the hub gives each team), the URLs its chart renders (table ``urls``) and, for the hub's proxy, the URL
+        of each hub service it routes /services/<name>/ to."""
+        out = [(name, v, True) for name, v in w.env().items() if isinstance(v, str)]
+        if w.labels.get("component") == SINGLEUSER_LABELS["component"]:
+            # With Ray teams the hub sets RAY_ADDRESS per team at spawn time (charts/jupyterhub_values.py).
+            out += [(f"RAY_ADDRESS ({team})", a, True) for team, a in self.hub_team_addresses().items()]
+        out += [(what, url, False) for what, url in w.urls]
+        if w.labels.get("component") == "proxy" and w.origin.startswith("helm jupyterhub "):
+            for res in self.graph.assembly.helm_releases().values():
+                if res.properties.get("Chart") == "jupyterhub" and (res.stack, res.logical_id) == w.creator:
+                    for name, svc in sorted(((res.values.get("hub") or {}).get("services") or {}).items()):
+                        if isinstance(svc, Mapping) and svc.get("url"):
+                            out.append((f"hub service {name} (/services/{name}/)", svc["url"], False))
+        return out
+
+    @cached_property
+    def clients(self) -> list[Client]:
+        out = []
+        for w in self.workloads:
+            for what, url, strict in self.client_urls(w):
+                client = self._resolve(w, what, url, strict)
+                if client is not None:
+                    out.append(client)
         return out
 
     def hub_team_addresses(self) -> dict[str, str]:
@@ -517,28 +709,182 @@ class BootModel:
         return out
 
     def _check_clients(self) -> Iterable[Verdict]:
-        """Every in-cluster URL a pod is given resolves to a Service that selects a pod listening on that port."""
-        services = self.services()
-        url = re.compile(r"^[a-z]+://([a-z0-9-]+)\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?:(\d+)")
-        for w in self.workloads:
-            given = dict(w.env())
-            if w.labels.get("component") == SINGLEUSER_LABELS["component"]:
-                # With Ray teams the hub sets RAY_ADDRESS per team at spawn time (charts/jupyterhub_values.py).
-                given.update({f"RAY_ADDRESS ({team})": address for team, address in self.hub_team_addresses().items()})
-            for env_name, value in given.items():
-                m = url.match(value) if isinstance(value, str) else None
-                if not m:
+        """Every in-cluster URL a pod is given resolves to a Service whose port targets a port the selected pod
+        declares."""
+        for c in self.clients:
+            w = c.workload
+            detail = c.problem or (f"{c.url} -> Service {c.service.namespace}/{c.service.name}:{c.port.port} -> "
+                                   f"{c.target.namespace}/{c.target.name} listening on {c.target_port}")
+            yield Verdict(self.graph.label(w.creator), f"{w.namespace}/{w.name} {c.what}", "client", not c.problem, detail)
+
+    # ------------------------------------------------------------------ metrics: monitors and scrape targets
+
+    @cached_property
+    def prometheus(self) -> Workload | None:
+        return next((w for w in self.workloads if w.role == "prometheus"), None)
+
+    def _by_role(self, role: str) -> Workload | None:
+        return next((w for w in self.workloads if w.role == role), None)
+
+    def scrape_targets(self, m: Monitor) -> tuple[list[ScrapeTarget], list[str]]:
+        """What a monitor makes Prometheus scrape, and why some of it cannot be (a selector that matches nothing,
+        a port no selected pod or Service declares)."""
+        targets: list[ScrapeTarget] = []
+        problems: list[str] = []
+        where = "every namespace" if m.namespaces is None else f"namespaces {list(m.namespaces)}"
+        selector = m.selector.get("matchLabels") or m.selector
+        if m.kind == "PodMonitor":
+            pods = self._pods(m.namespaces, m.selector)
+            if not pods:
+                return [], [f"its selector {selector} matches no pod in {where}: Prometheus scrapes nothing"]
+            empty = sorted(set(m.namespaces or ()) - {p.namespace for p in pods})
+            if empty:
+                problems.append(f"its selector {selector} matches no pod in namespaces {empty}")
+            for port in m.endpoints:
+                for pod in pods:
+                    number = pod.named_ports().get(port) if isinstance(port, str) else (port if port in pod.ports() else None)
+                    if number is None:
+                        problems.append(f"{pod.namespace}/{pod.name} declares no container port {port!r} "
+                                        f"(its ports: {pod.named_ports() or 'none'})")
+                    else:
+                        targets.append(ScrapeTarget(m, str(port), number, pod))
+            return targets, problems
+        spaces = None if m.namespaces is None else set(m.namespaces)
+        services = [s for s in self.service_list if (spaces is None or s.namespace in spaces)
+                    and netpol._matches(m.selector, s.labels)]
+        if not services:
+            return [], [f"its selector {selector} matches no Service in {where}: Prometheus scrapes nothing"]
+        for svc in services:
+            for port in m.endpoints:
+                sp = svc.port(port)
+                if sp is None:
+                    problems.append(f"Service {svc.namespace}/{svc.name} has no port {port!r} "
+                                    f"(its ports: {[p.name or p.port for p in svc.ports]})")
                     continue
-                name, ns, port = m.group(1), m.group(2), int(m.group(3))
-                svc = services.get((ns, name))
-                if svc is None:
-                    problem = f"no Service {ns}/{name} is created"
-                else:
-                    target = self._find(ns, svc[0])
-                    problem = ("its Service selects no pod" if target is None else
-                               f"port {port} is not a port of the Service ({sorted(svc[1])})" if port not in svc[1] else "")
-                yield Verdict(self.graph.label(w.creator), f"{w.namespace}/{w.name} {env_name}", "client",
-                              not problem, problem or f"{value} -> Service {ns}/{name} -> pod listening on {port}")
+                via = f"Service {svc.namespace}/{svc.name}"
+                if svc.endpoints == "nodes":
+                    targets.append(ScrapeTarget(m, str(port), int(sp.target), None, via))
+                    continue
+                pods = self._pods([svc.namespace], {"matchLabels": svc.selector}) if svc.selector else []
+                if not pods:
+                    problems.append(f"{via} selects no pod")
+                for pod in pods:
+                    number = self._target_port(pod, sp.target)
+                    if number is None:
+                        problems.append(f"{via} port {port!r} targets {sp.target!r}, which {pod.namespace}/{pod.name} "
+                                        f"does not declare (its ports: {pod.named_ports() or 'none'})")
+                    else:
+                        targets.append(ScrapeTarget(m, str(port), number, pod, via))
+        return targets, problems
+
+    def _check_monitors(self) -> Iterable[Verdict]:
+        """Each PodMonitor / ServiceMonitor is one the Prometheus selects, and resolves to pods (or nodes) that declare
+        the ports it names: a monitor that matches nothing is a dashboard that stays empty."""
+        prom = self.prometheus
+        if self.monitors and prom is None:
+            yield Verdict("monitors", "Prometheus", "scrape target", False,
+                          f"{len(self.monitors)} monitors exist but no Prometheus runs to scrape them")
+        for m in self.monitors:
+            step = self.graph.label(m.creator) if m.creator else "monitors"
+            if prom is not None and prom.monitor_selector is not None:
+                missing = {k: v for k, v in prom.monitor_selector.items() if m.labels.get(k) != v}
+                if missing:
+                    yield Verdict(step, m.subject, "scrape target", False,
+                                  f"the Prometheus ({prom.namespace}/{prom.name}) selects monitors labelled "
+                                  f"{prom.monitor_selector}; this one lacks {missing}: it is never scraped")
+                    continue
+            if m.creator is not None and self.graph.resources[m.creator].type == MANIFEST_TYPE:
+                provider = self.crd_providers().get(m.kind)
+                if provider is None or provider not in self.graph.ancestors(m.creator):
+                    yield Verdict(step, m.subject, "scrape target", False,
+                                  f"no release installing the {m.kind} CRD is applied before {m.creator[1]}"
+                                  + (f" ({provider[1]} is not an ancestor)" if provider else "")
+                                  + f": kubectl fails with 'no matches for kind {m.kind}' and the stack rolls back")
+                    continue
+            targets, problems = self.scrape_targets(m)
+            ok = bool(targets) and not problems
+            found = ", ".join(sorted({f"{t.where} {t.port_name}->{t.port}" for t in targets}))
+            yield Verdict(step, m.subject, "scrape target", ok,
+                          ("; ".join(problems) + (f" (resolved: {found})" if found else "")) if not ok else
+                          f"scrapes {found}")
+
+    def _check_dashboards(self) -> Iterable[Verdict]:
+        """Every ConfigMap labelled for Grafana's dashboard sidecar (ours, and those our chart assets render) is one
+        the sidecar loads: the label value it filters on, in a namespace it searches."""
+        grafana = self._by_role("grafana")
+        sidecar = (grafana.facts.get("dashboard_sidecar") if grafana else None) or {}
+        if not sidecar:
+            return
+        label, value = sidecar.get("label"), sidecar.get("label_value")
+        spaces = sidecar.get("namespaces")
+        spaces = [spaces] if isinstance(spaces, str) else list(spaces or [grafana.namespace])
+        spaces = [s.strip() for item in spaces for s in str(item).split(",")]
+        maps: list[tuple[Key, dict[str, Any]]] = list(iter_kube_objects(self.graph, ["ConfigMap", "Secret"]))
+        for res in self.graph.assembly.helm_releases().values():
+            if res.properties.get("ChartAssetURL"):
+                maps += [((res.stack, res.logical_id), o) for o in local_chart_objects(self.graph, res) or []
+                         if o.get("kind") in ("ConfigMap", "Secret")]
+        for key, obj in maps:
+            meta = obj.get("metadata") or {}
+            labels = meta.get("labels") or {}
+            if label not in labels:
+                continue
+            ns = meta.get("namespace", "default")
+            problems = []
+            if not sidecar.get("enabled"):
+                problems.append("Grafana's dashboard sidecar is off: nothing loads it")
+            if value not in (None, "") and str(labels[label]) != str(value):
+                problems.append(f"label {label}={labels[label]!r}, the sidecar loads {label}={value!r} only")
+            if "ALL" not in spaces and ns not in spaces:
+                problems.append(f"in namespace {ns!r}, the sidecar searches {spaces} only")
+            yield Verdict(self.graph.label(key), f"{obj.get('kind')} {ns}/{meta.get('name')}", "dashboard",
+                          not problems, "; ".join(problems) or
+                          f"loaded by {grafana.namespace}/{grafana.name}'s sidecar ({label}={labels[label]!r} in {ns})")
+
+    def crd_providers(self) -> dict[str, Key]:
+        """Custom resource kind -> the Helm release that installs its CRD (table ``provides_kinds``)."""
+        out: dict[str, Key] = {}
+        for res in self.graph.assembly.helm_releases().values():
+            spec = (self.table.get("releases", {}).get(res.properties.get("Chart")) or {}).get("provides_kinds")
+            if spec and condition(spec.get("enabled", True), res.values):
+                out.update({kind: (res.stack, res.logical_id) for kind in spec.get("kinds", [])})
+        return out
+
+    def metrics_flows(self) -> list[tuple[str, Workload | None, Any, int, str]]:
+        """The flows scraping and the metrics stack need: Prometheus to every scrape target (host-network pods and
+        kubelets as the `host` and `remote-node` entities), to the API server (service discovery) and DNS; the
+        operator, kube-state-metrics and Grafana's sidecars to the API server."""
+        prom = self.prometheus
+        if prom is None:
+            return []
+        flows: list[tuple[str, Workload | None, Any, int, str]] = []
+        seen: set[tuple[Any, int]] = set()
+        for m in self.monitors:
+            for t in self.scrape_targets(m)[0]:
+                if t.on_nodes:
+                    for entity in NODE_ENTITIES:
+                        if (entity, t.port) not in seen:
+                            seen.add((entity, t.port))
+                            flows.append((f"Prometheus -> {t.where} {t.port_name} ({m.subject}) as {entity}",
+                                          prom, entity, t.port, "TCP"))
+                elif ((t.workload.namespace, t.workload.name), t.port) not in seen:
+                    seen.add(((t.workload.namespace, t.workload.name), t.port))
+                    flows.append((f"Prometheus -> {t.where} {t.port_name} ({m.subject})", prom, t.workload, t.port, "TCP"))
+        dns = self._find("kube-system", {"k8s-app": "kube-dns"})
+        for w in self.workloads:
+            if w.role and not w.transient:
+                flows.append((f"{w.role} {w.namespace}/{w.name} -> DNS", w, dns, 53, "UDP"))
+            if w.role and w.api_server and not w.transient:
+                flows.append((f"{w.role} {w.namespace}/{w.name} -> Kubernetes API", w, "kube-apiserver", 443, "TCP"))
+        return flows
+
+    def client_flows(self) -> list[tuple[str, Workload | None, Any, int, str]]:
+        """Each resolved client URL as a flow from its pod to the pod behind the Service (the notebook's own are
+        in required_flows, with its team's label)."""
+        return [(f"{c.workload.namespace}/{c.workload.name} {c.what} -> {c.service.namespace}/{c.service.name}",
+                 c.workload, c.target, c.target_port, "TCP")
+                for c in self.clients if not c.problem
+                and c.workload.labels.get("component") != SINGLEUSER_LABELS["component"]]
 
     def required_flows(self) -> list[tuple[str, Workload | None, Any, int, str]]:
         """(name, source pod, destination pod or entity, port, protocol) the platform needs to work."""
@@ -590,7 +936,90 @@ class BootModel:
         for h in heads:
             # The autoscaler sidecar patches the RayCluster.
             flows.append((f"Ray head {h.namespace}/{h.name} -> Kubernetes API", h, "kube-apiserver", 443, "TCP"))
-        return flows
+        return flows + self.client_flows() + self.metrics_flows()
+
+    def forbidden_flows(self) -> list[tuple[str, netpol.Endpoint, netpol.Endpoint, int, str]]:
+        """Flows into and out of the metrics stack that nothing needs and the policies must refuse: into
+        Prometheus, Grafana, kube-state-metrics and the operator from a notebook, a Ray worker or head, the hub,
+        its proxy and a pod of any other namespace; out of Prometheus to what it does not scrape (the hub, the
+        notebooks, the Ray APIs, the internet, IMDS) and out of Grafana to anything but Prometheus. A flow that
+        required_flows lists (a client, a scrape) is never forbidden."""
+        stack = [w for w in self.workloads if w.role and not w.transient]
+        if not stack:
+            return []
+        def ep(w: Workload) -> netpol.Endpoint:
+            return netpol.Endpoint.pod(w.namespace, w.labels)
+        required = set()
+        for _, src, dst, port, proto in self.required_flows():
+            if isinstance(src, Workload) and isinstance(dst, Workload):
+                required.add(((src.namespace, src.name), (dst.namespace, dst.name), port, proto))
+        su = self._find(None, {"component": SINGLEUSER_LABELS["component"]})
+        heads = [w for w in self.workloads if w.labels.get(RAY_NODE_TYPE_LABEL) == "head"]
+        workers = [w for w in self.workloads if w.labels.get(RAY_NODE_TYPE_LABEL) == "worker"]
+        sources: list[tuple[str, Workload | None, netpol.Endpoint]] = []
+        if su is not None:
+            sources.append(("notebook", su, ep(su)))
+            for team in {ray_team_of(h.namespace.removeprefix(ray_team_of(None).namespace + "-"))
+                         for h in heads if h.namespace != ray_team_of(None).namespace}:
+                sources.append((f"notebook ({team.name})", su,
+                                netpol.Endpoint.pod(su.namespace, {**su.labels, **team.notebook_label})))
+        seen_ns: set[str] = set()
+        for w in workers + heads:
+            kind = "Ray worker" if w in workers else "Ray head"
+            if (kind, w.namespace) not in seen_ns:
+                seen_ns.add((kind, w.namespace))
+                sources.append((f"{kind} {w.namespace}/{w.name}", w, ep(w)))
+        for component in ("hub", "proxy"):
+            w = self._find(None, {"component": component})
+            if w is not None:
+                sources.append((f"the {component}", w, ep(w)))
+        sources.append(("a pod in namespace default", None, STRANGER))
+        out: list[tuple[str, netpol.Endpoint, netpol.Endpoint, int, str]] = []
+        for dst in stack:
+            for port in sorted(dst.ports()):
+                for what, src, src_ep in sources:
+                    if src is not None and ((src.namespace, src.name), (dst.namespace, dst.name), port, "TCP") in required:
+                        continue
+                    out.append((f"{what} -> {dst.role} {dst.namespace}/{dst.name}:{port}", src_ep, ep(dst), port, "TCP"))
+        prom, grafana = self.prometheus, self._by_role("grafana")
+        probes: list[tuple[str, Any, int]] = []
+        for component, port in (("hub", 8081), ("proxy", 8001)):
+            w = self._find(None, {"component": component})
+            if w is not None:
+                probes.append((f"the {component}", w, port))
+        if su is not None:
+            probes.append(("a notebook", su, 8888))
+        for h in heads:
+            probes += [(f"Ray head {h.namespace}/{h.name} (Jobs API)", h, 8265),
+                       (f"Ray head {h.namespace}/{h.name} (GCS)", h, 6379),
+                       (f"Ray head {h.namespace}/{h.name} (Ray client)", h, 10001)]
+        for w in workers[:1]:
+            probes.append((f"Ray worker {w.namespace}/{w.name} (worker ports)", w, 10002))
+        kuberay = self._find(None, {"app.kubernetes.io/name": "kuberay-operator"})
+        if kuberay is not None:
+            probes.append(("the KubeRay operator", kuberay, 8080))
+        probes += [("the internet", netpol.Endpoint.world("example.org"), 443),
+                   ("an internet address", netpol.Endpoint.world(), 443),
+                   ("IMDS", netpol.Endpoint.world(address="169.254.169.254"), 80),
+                   ("a VPC address", netpol.Endpoint.world(address="10.0.200.10"), 5432)]
+        for src in (prom, grafana):
+            if src is None:
+                continue
+            for what, dst, port in probes:
+                if isinstance(dst, Workload):
+                    if ((src.namespace, src.name), (dst.namespace, dst.name), port, "TCP") in required:
+                        continue
+                    dst = ep(dst)
+                out.append((f"{src.role} -> {what}:{port}", ep(src), dst, port, "TCP"))
+        return out
+
+    def _check_isolation(self) -> Iterable[Verdict]:
+        policies = self.network_policies()
+        for name, src, dst, port, proto in self.forbidden_flows():
+            allowed, why = netpol.flow_allowed(policies, src, dst, port, proto)
+            yield Verdict("network", name, "isolated", not allowed,
+                          f"{proto} {port}: " + ("refused (" + why.replace(" and none allows it", "") + ")" if not allowed
+                                                 else "ALLOWED, though nothing needs it: a policy is too wide"))
 
     def network_policies(self) -> list[dict[str, Any]]:
         """Every policy that limits pod traffic: NetworkPolicies, CiliumNetworkPolicies (translated) and the ones
@@ -640,11 +1069,16 @@ class BootModel:
         out += list(self._check_chart_sources())
         out += self.selector_verdicts
         out += list(self._check_storage_classes())
+        out += list(self._check_claims())
+        out += list(self._check_release_values())
         out += list(self._check_create_conflicts())
         out += list(self._check_node_groups())
         out += list(self._check_workloads())
         out += list(self._check_clients())
+        out += list(self._check_monitors())
+        out += list(self._check_dashboards())
         out += list(self._check_flows())
+        out += list(self._check_isolation())
         out += list(self._check_disruption())
         out += list(self._check_idle(self.idle_placement()))
         return out
