@@ -7,6 +7,12 @@ deployed. Prices come from ``cost/prices.yaml``.
 * **idle**: what runs with no notebook and no job: EKS control planes, NAT gateways, managed node
   groups at their desired size, the node that hosts the Ray head and the hub when they are on a
   Karpenter pool, load balancers, interface endpoints and KMS keys.
+* **observability** (when the templates hold it): the metrics release (Prometheus, Grafana, kube-state-metrics and
+  the operator) is an idle line at $0 while its pods are pinned to the system nodes (their requests are shown);
+  Prometheus's volume is priced per gp3 GB-month from its claim size in the release values; CloudWatch alarms per
+  alarm metric-month (a metric-math alarm is billed per metric it reads) and the custom metrics of the templates'
+  log metric filters per metric-month, both at list price (the account's free tier may cover a few). The SNS
+  topic's e-mails are per use ($2.00 per 100,000 beyond the free tier, aws.amazon.com/sns/pricing) and in no total.
 * **logs** (per use, never in the idle total): CloudWatch Logs' price per GB ingested and per GB-month stored in
   the price region, the retention of the log groups the log shipper writes to, and what one GB shipped costs over
   that retention. The shipper itself (a Fluent Bit DaemonSet) is an idle line at $0: it adds requests on nodes that
@@ -33,6 +39,7 @@ import yaml
 from tools.render import Assembly
 
 PRICES = Path(__file__).resolve().parent / "prices.yaml"
+METRICS_NODES_METADATA = "dynamic-factory:nodes-for-metrics"  # stacks/cluster_stack.py sets it (tests check they agree)
 HOURS_PER_MONTH = 730
 # z2jh's hub and proxy set no requests by default; what they use when idle, for packing only.
 HUB_REQUEST = (0.3, 1.0)  # (vCPU, GiB): hub + proxy + user scheduler
@@ -269,6 +276,167 @@ def _log_shipper_line(assembly: Assembly) -> Line | None:
     return Line(f"log shipper (Fluent Bit, {what})", nodes, 0.0, "on the system nodes, which run anyway")
 
 
+# --------------------------------------------------------------------------------------------- observability
+
+METRICS_RELEASE = "kube-prometheus-stack"  # charts/metrics.py RELEASE
+
+
+def _dig(values: dict, *path: str) -> Any:
+    for key in path:
+        values = values.get(key) if isinstance(values, dict) else None
+    return values
+
+
+def _requests(resources: Any) -> tuple[float, float]:
+    """(vCPU, GiB) a container's ``resources.requests`` ask for (0 where unset)."""
+    req = (resources or {}).get("requests") or {}
+    return cpu_quantity(req.get("cpu", 0)), memory_gib(req.get("memory", 0))
+
+
+def _metrics_components(values: dict) -> list[tuple[str, int, float, float, dict]]:
+    """(component, pods, vCPU, GiB per pod, node selector) of what the release runs, from its values.
+
+    The chart's defaults are not read: a component must be switched on in the values (``enabled: true``) and its
+    requests set there (charts/metrics.py sets both); one with no requests counts 0 here, and the boot model checks
+    that what runs fits.
+    """
+    out = []
+    spec = _dig(values, "prometheus", "prometheusSpec") or {}
+    reloader = _requests(_dig(values, "prometheusOperator", "prometheusConfigReloader", "resources"))
+    if _dig(values, "prometheus", "enabled"):
+        cpu, mem = _requests(spec.get("resources"))  # + the operator's config-reloader sidecar in the same pod
+        out.append(("Prometheus", int(spec.get("replicas", 1)), cpu + reloader[0], mem + reloader[1],
+                    spec.get("nodeSelector") or {}))
+    grafana = values.get("grafana") or {}
+    if grafana.get("enabled"):
+        cpu, mem = _requests(grafana.get("resources"))
+        sidecar = grafana.get("sidecar") or {}
+        # One sidecar container per enabled watcher (dashboards, data sources, ...), each with sidecar.resources.
+        watchers = sum(1 for v in sidecar.values() if isinstance(v, dict) and v.get("enabled"))
+        s_cpu, s_mem = _requests(sidecar.get("resources"))
+        out.append(("Grafana", int(grafana.get("replicas", 1)), cpu + watchers * s_cpu, mem + watchers * s_mem,
+                    grafana.get("nodeSelector") or {}))
+    if _dig(values, "kubeStateMetrics", "enabled"):
+        ksm = values.get("kube-state-metrics") or {}
+        out.append(("kube-state-metrics", int(ksm.get("replicas", 1)), *_requests(ksm.get("resources")),
+                    ksm.get("nodeSelector") or {}))
+    operator = values.get("prometheusOperator") or {}
+    if operator.get("enabled"):
+        out.append(("operator", 1, *_requests(operator.get("resources")), operator.get("nodeSelector") or {}))
+    return out
+
+
+def _quantity_text(cpu: float, mem_gib: float) -> str:
+    return f"{cpu * 1000:g}m CPU, {mem_gib * 1024:g}Mi memory"
+
+
+def _metrics_lines(assembly: Assembly, prices: PriceTable, pools: dict[str, "Pool"]) -> list[Line]:
+    """The metrics release's share of idle: $0 while its pods are pinned to the system nodes (labels of a managed
+    node group), a node of the pool otherwise; and Prometheus's volume (gp3, claim size x replicas)."""
+    release = assembly.helm_releases().get(METRICS_RELEASE)
+    if release is None:
+        return []
+    values = release.values
+    components = _metrics_components(values)
+    group_labels = [ng["Properties"].get("Labels") or {} for ng in _resources(assembly, "AWS::EKS::Nodegroup")]
+    on_system = lambda sel: bool(sel) and any(sel.items() <= labels.items() for labels in group_labels)  # noqa: E731
+    lines = []
+    system = [c for c in components if on_system(c[4])]
+    if system:
+        cpu = sum(pods * c for _, pods, c, _, _ in system)
+        mem = sum(pods * m for _, pods, _, m, _ in system)
+        names = ", ".join(name for name, *_ in system)
+        lines.append(Line(f"metrics ({names}; {_quantity_text(cpu, mem)} requested)",
+                          sum(pods for _, pods, *_ in system), 0.0, "on the system nodes, which run anyway"))
+    by_pool: dict[str, list[tuple[str, int, float, float, dict]]] = {}
+    for comp in components:
+        if not on_system(comp[4]):
+            by_pool.setdefault(comp[4].get(POOL_LABEL, ""), []).append(comp)
+    for pool_name, comps in sorted(by_pool.items()):
+        names = ", ".join(name for name, *_ in comps)
+        cpu = sum(pods * c for _, pods, c, _, _ in comps)
+        mem = sum(pods * m for _, pods, _, m, _ in comps)
+        if pool_name not in pools:
+            raise PriceError(f"metrics ({names}) are pinned neither to the system nodes nor to a NodePool: the "
+                             "estimate cannot tell which node they keep running")
+        instance_type = cheapest_fitting(pools[pool_name], prices, cpu, mem)
+        if instance_type is None:
+            raise PriceError(f"metrics ({names}) fit no instance type of pool {pool_name!r} that has a price")
+        lines.append(Line(f"metrics node ({names}; {instance_type}, {pool_name} pool)", 1,
+                          prices.instance(instance_type)))
+
+    if _dig(values, "prometheus", "enabled"):
+        spec = _dig(values, "prometheus", "prometheusSpec") or {}
+        claim = _dig(spec, "storageSpec", "volumeClaimTemplate", "spec") or {}
+        size = _dig(claim, "resources", "requests", "storage")
+        if size is not None:
+            volume_type = _storage_class_type(assembly, claim.get("storageClassName"))
+            if volume_type != "gp3":
+                raise PriceError(f"Prometheus's volume is EBS {volume_type!r} (StorageClass "
+                                 f"{claim.get('storageClassName')!r}): prices.yaml prices gp3 only")
+            gib = memory_gib(size)  # EBS bills the provisioned GiB as "GB-month"
+            replicas = int(spec.get("replicas", 1))
+            lines.append(Line(f"Prometheus volume (gp3, {size}{f' x {replicas}' if replicas != 1 else ''})",
+                              gib * replicas, prices.service("gp3_gb_month") / HOURS_PER_MONTH, "GB-month / 730 h"))
+    return lines
+
+
+def _storage_class_type(assembly: Assembly, name: str | None) -> str:
+    """The EBS volume type a claim's StorageClass provisions (``parameters.type``; the EBS CSI driver's default is
+    gp3). No name: the cluster's default StorageClass."""
+    classes = [o for o in assembly.kube_objects() if o["kind"] == "StorageClass"]
+    if name is None:
+        classes = [c for c in classes
+                   if c["metadata"].get("annotations", {}).get("storageclass.kubernetes.io/is-default-class") == "true"]
+    else:
+        classes = [c for c in classes if c["metadata"]["name"] == name]
+    if not classes:
+        return "gp3" if name is None else f"unknown (no StorageClass {name!r} in the templates)"
+    return (classes[0].get("parameters") or {}).get("type", "gp3")
+
+
+def alarm_metrics(alarm: dict) -> tuple[int, bool]:
+    """(metrics billed, high resolution) of one AWS::CloudWatch::Alarm: 1 for an alarm on one metric; for a
+    metric-math alarm, each ``Metrics`` entry that reads a metric (``MetricStat``), expressions are free. High
+    resolution: a period under 60 s."""
+    props = alarm["Properties"]
+    if "Metrics" in props:
+        stats = [m["MetricStat"] for m in props["Metrics"] if "MetricStat" in m]
+        if not stats:
+            raise PriceError(f"alarm {props.get('AlarmName', '?')!r} reads no metric (a Metrics Insights query?): "
+                             "prices.yaml has no price for it")
+        return len(stats), any(int(s.get("Period", 60)) < 60 for s in stats)
+    return 1, int(props.get("Period", 60)) < 60
+
+
+def _alarm_lines(assembly: Assembly, prices: PriceTable) -> list[Line]:
+    """CloudWatch alarms (per alarm metric-month) and the custom metrics log metric filters publish."""
+    lines = []
+    alarms = _resources(assembly, "AWS::CloudWatch::Alarm")
+    if alarms:
+        counted = [alarm_metrics(a) for a in alarms]
+        if any(high for _, high in counted):
+            raise PriceError("a high-resolution alarm (period under 60 s) is in the templates: prices.yaml prices "
+                             "standard-resolution alarm metrics only")
+        metrics = sum(n for n, _ in counted)
+        lines.append(Line(f"CloudWatch alarm metrics ({len(alarms)} alarms, standard resolution)", metrics,
+                          prices.service("cloudwatch_alarm_metric_month") / HOURS_PER_MONTH,
+                          "per alarm metric-month / 730 h; SNS e-mails per use"))
+    custom = set()
+    dimensioned = False
+    for res in _resources(assembly, "AWS::Logs::MetricFilter"):
+        for t in res["Properties"].get("MetricTransformations", []):
+            custom.add((json.dumps(t.get("MetricNamespace")), json.dumps(t.get("MetricName"))))
+            dimensioned |= bool(t.get("Dimensions"))
+    if custom:
+        note = "per metric-month / 730 h, first-10,000 tier"
+        if dimensioned:
+            note += "; one metric per dimension value seen: at least"
+        lines.append(Line("CloudWatch custom metrics (log metric filters)", len(custom),
+                          prices.service("cloudwatch_custom_metric_month") / HOURS_PER_MONTH, note))
+    return lines
+
+
 def estimate(assembly: Assembly, prices: PriceTable) -> Estimate:
     est = Estimate(region=prices.region)
     clusters = len(_resources(assembly, "AWS::EKS::Cluster"))
@@ -307,6 +475,8 @@ def estimate(assembly: Assembly, prices: PriceTable) -> Estimate:
     shipper = _log_shipper_line(assembly)
     if shipper is not None:
         est.idle.append(shipper)
+    observability = _metrics_lines(assembly, prices, pools) + _alarm_lines(assembly, prices)
+    est.idle += observability
     groups = _shipped_log_groups(assembly)
     if groups:
         est.logs = LogPricing(prices.service("logs_ingest_gb"), prices.service("logs_storage_gb_month"), tuple(groups))
@@ -336,6 +506,18 @@ def estimate(assembly: Assembly, prices: PriceTable) -> Estimate:
             est.alternatives.append(Line(
                 f"{' and '.join(p[0] for p in pods)} on their own on-demand node ({instance_type}) "
                 "instead of the system nodes", 1, prices.instance(instance_type)))
+    if METRICS_RELEASE in assembly.helm_releases():
+        # What observability.enabled=false removes: the metrics release (its pods, a node if they need one, the
+        # volume), the alarms and the metric filters' metrics (the platform creates them only with metrics on).
+        saved = sum(line.hourly for line in observability)
+        what = "no Prometheus, Grafana or CloudWatch alarms"
+        for ng in _resources(assembly, "AWS::EKS::Nodegroup"):
+            # The system nodes that are there for the metrics (stacks/cluster_stack.py METRICS_NODES_METADATA).
+            extra = int((ng.get("Metadata") or {}).get(METRICS_NODES_METADATA, 0))
+            if extra:
+                saved += extra * prices.instance(ng["Properties"]["InstanceTypes"][0])
+                what += f", {extra} system node{'s' if extra > 1 else ''} fewer"
+        est.alternatives.append(Line(f"observability off ({what})", -1, saved))
     return est
 
 
