@@ -64,7 +64,7 @@ def check_budget(assembly_dir: str, config) -> list[str]:
     from cost.estimate import budget_problems
 
     est = stage_estimate(assembly_dir, config.cost.price_region)
-    return budget_problems(est, config.cost.max_idle_usd_per_hour, config.cost.max_ceiling_usd_per_hour)
+    return budget_problems(est, config.idle_budget, config.cost.max_ceiling_usd_per_hour)
 
 
 def stage_estimate(assembly_dir: str | Path, price_region: str):
@@ -112,7 +112,7 @@ def main() -> int:
     model = BootModel(outdir / f"assembly-{STAGE_ID}")
     # Every synthesis says what it built (the CLI's included): a -c override shows here and in dist/.
     verdicts = print_summary(outdir, dist_dir(outdir), estimate=est, model=model)
-    problems = budget_problems(est, config.cost.max_idle_usd_per_hour, config.cost.max_ceiling_usd_per_hour)
+    problems = budget_problems(est, config.idle_budget, config.cost.max_ceiling_usd_per_hour)
     if problems:
         print("error: the platform is over its cost budget (the breakdown: `make cost`, with the same CTX):\n"
               + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)

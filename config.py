@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 import versions
 from charts import karpenter_nodes as kn
 from charts import log_shipping
+from charts import metrics
 
 CONTEXT_KEY = "platform"
 CDK_JSON = Path(__file__).resolve().parent / "cdk.json"
@@ -647,13 +648,22 @@ class PipelineConfig(_Model):
         return self
 
 
+def default_idle_budget(region: str, *, observability: bool) -> float:
+    """The default idle budget of ``region`` (cost/prices.yaml): above the idle of the default platform there, with
+    or without metrics, and below the same plus one always-on Karpenter node (tests/unit/test_cost.py)."""
+    import yaml
+
+    table = yaml.safe_load((Path(__file__).resolve().parent / "cost" / "prices.yaml").read_text())["regions"][region]
+    return float(table["default_idle_budget"]["observability_on" if observability else "observability_off"])
+
+
 class CostConfig(_Model):
     """The budget synth enforces (see cost/estimate.py and `make cost`)."""
 
     price_region: str = "us-east-1"
-    # Above the idle of the defaults in every priced region (us-east-1 $0.30/h, ap-northeast-1 $0.36/h), below
-    # the same plus one always-on Karpenter node (the head or hub on the on-demand pool, +$0.17/h or more).
-    max_idle_usd_per_hour: float | None = Field(0.40, gt=0)
+    # Unset: the price region's default for the platform as configured (PlatformConfig.idle_budget): in us-east-1
+    # $0.40/h with metrics on, $0.30/h with them off. null: no idle budget.
+    max_idle_usd_per_hour: float | None = Field(None, gt=0)
     max_ceiling_usd_per_hour: float | None = Field(None, gt=0)
 
     @field_validator("price_region")
@@ -681,6 +691,53 @@ class LogsConfig(_Model):
         return value
 
 
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
+
+
+# cluster.system_nodes' sizes when observability is on and none is set (_default_system_nodes_for_metrics).
+METRICS_SYSTEM_NODE_SIZES = {"desired_size": 3, "min_size": 3, "max_size": 4}
+LEAN_SYSTEM_NODES = 2  # SystemNodesConfig's default desired_size
+
+
+class ObservabilityConfig(_Model):
+    """Metrics and alarms (issue #14): Prometheus + Grafana with the dashboards as code (charts/metrics.py,
+    charts/dashboards.py) and CloudWatch alarms to an SNS topic (stacks/observability_stack.py). Off: neither runs and
+    the default idle budget drops to the lean one; the logs (``logs``) are shipped either way."""
+
+    enabled: bool = True
+    # Prometheus keeps this much history (a number of hours, days or weeks), on an encrypted gp3 volume of this size.
+    retention: str = metrics.DEFAULT_RETENTION
+    volume_gib: int = Field(metrics.DEFAULT_VOLUME_GIB, ge=2, le=1000)
+    # Who the alarms notify (each address confirms its subscription by e-mail). Empty: the alarms still exist and
+    # change state in the console; nobody is told.
+    alarm_emails: tuple[str, ...] = ()
+    # With jupyterhub.domain: also serve Grafana through the hub's proxy at https://<domain>/services/grafana/. Off by
+    # default: it would share an origin with every user's notebook server, and a page a user serves there could use
+    # a signed-in Grafana session (JupyterHub's security overview: nothing else should live on the hub's domain).
+    grafana_behind_hub: bool = False
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, value: str) -> str:
+        match = re.match(r"^(\d+)([hdw])$", value)
+        if not match or int(match.group(1)) < 1:
+            raise ValueError("must be a whole number of hours, days or weeks, such as 12h, 3d or 2w")
+        hours = int(match.group(1)) * {"h": 1, "d": 24, "w": 168}[match.group(2)]
+        if not 2 <= hours <= 90 * 24:
+            raise ValueError("must be between 2h and 90d (a longer history needs a larger volume and memory)")
+        return value
+
+    @field_validator("alarm_emails")
+    @classmethod
+    def _emails(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [v for v in value if not _EMAIL.match(v)]
+        if bad:
+            raise ValueError(f"{bad} are not e-mail addresses (name@example.com)")
+        if len(set(v.lower() for v in value)) != len(value):
+            raise ValueError("lists an address twice")
+        return value
+
+
 class PlatformConfig(_Model):
     cluster: ClusterConfig = ClusterConfig()
     network: NetworkConfig = NetworkConfig()
@@ -690,7 +747,16 @@ class PlatformConfig(_Model):
     pipeline: PipelineConfig = PipelineConfig()
     cost: CostConfig = CostConfig()
     logs: LogsConfig = LogsConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
     tags: dict[str, str] = Field(default_factory=lambda: {"project": "dynamic-factory"})
+
+    @property
+    def idle_budget(self) -> float | None:
+        """The idle budget synth enforces: ``cost.max_idle_usd_per_hour`` when set (null: none), else the default of
+        the price region for this platform, with or without metrics (cost/prices.yaml ``default_idle_budget``)."""
+        if "max_idle_usd_per_hour" in self.cost.model_fields_set:
+            return self.cost.max_idle_usd_per_hour
+        return default_idle_budget(self.cost.price_region, observability=self.observability.enabled)
 
     @model_validator(mode="after")
     def _ray_pods_fit_their_nodes(self) -> "PlatformConfig":
@@ -710,6 +776,13 @@ class PlatformConfig(_Model):
         problems = [p for p in problems if p]
         if problems:
             raise ValueError("; ".join(problems) + " (change the pod size, the instance types or ray.head_placement)")
+        return self
+
+    @model_validator(mode="after")
+    def _grafana_behind_the_hub_needs_its_domain(self) -> "PlatformConfig":
+        if self.observability.grafana_behind_hub and not (self.observability.enabled and self.jupyterhub.domain):
+            raise ValueError("observability.grafana_behind_hub needs observability.enabled and jupyterhub.domain "
+                             "(Grafana is served by the hub's proxy over the hub's HTTPS listener)")
         return self
 
     @model_validator(mode="after")
@@ -810,6 +883,21 @@ def _parse_override(raw: Any, path: list[str] | None = None) -> Any:
     return raw
 
 
+def _default_system_nodes_for_metrics(tree: dict[str, Any]) -> None:
+    """With observability on (the default), the system node group's sizes default to 3/3/4 instead of 2/2/3:
+    Prometheus, Grafana and the rest (about 270m CPU, 1.2 GiB) do not fit beside the Ray head on two t3a.large with
+    the 10% headroom the first-boot model requires (the README's "What it costs" compares the options). Sizes the
+    user sets are kept as given: the defaults apply only when none of the three is set. Malformed input is left for
+    validation to report."""
+    observability = tree.get("observability")
+    enabled = observability.get("enabled", True) if isinstance(observability, dict) else True
+    cluster = tree.get("cluster", {})
+    nodes = cluster.get("system_nodes", {}) if isinstance(cluster, dict) else None
+    if enabled is not True or not isinstance(nodes, dict) or any(k in nodes for k in METRICS_SYSTEM_NODE_SIZES):
+        return
+    tree["cluster"] = {**cluster, "system_nodes": {**nodes, **METRICS_SYSTEM_NODE_SIZES}}
+
+
 def build_config(base: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None) -> PlatformConfig:
     """Merge ``overrides`` (dotted paths under ``platform.``) into ``base`` and validate.
 
@@ -823,6 +911,7 @@ def build_config(base: Mapping[str, Any] | None, overrides: Mapping[str, Any] | 
         if not dotted:
             raise ConfigError([f"{key}: an override needs a field path, e.g. -c {CONTEXT_KEY}.cluster.name=ml-prod"])
         _set_path(tree, dotted, _parse_override(raw, dotted.split(".")))
+    _default_system_nodes_for_metrics(tree)
     try:
         return PlatformConfig.model_validate_json(json.dumps(tree), strict=True)
     except ValidationError as err:

@@ -8,13 +8,47 @@ from constructs import Construct
 from charts.ray_teams import ray_teams
 from charts.raycluster import RayClusterSettings
 from compliance import nag
-from config import PlatformConfig
-from stacks.cluster_stack import ClusterStack, system_pool
+from config import LEAN_SYSTEM_NODES, METRICS_SYSTEM_NODE_SIZES, PlatformConfig
+from charts.network_policies import JUPYTERHUB_NAMESPACE
+from charts.dashboards import dashboard_config_maps
+from charts.factory_dashboard import factory_dashboard
+from charts.jupyterhub_values import ProxiedService
+from charts.metrics import GRAFANA_POD_LABELS, GRAFANA_PORT, GRAFANA_URL, GrafanaAccess, MetricsValues, RayMetricsWiring
+from charts.metrics import GRAFANA_PROXY_NAME
+from charts.metrics import NAMESPACE as METRICS_NAMESPACE
+from charts.storage import DEFAULT_STORAGE_CLASS
+from stacks.cluster_stack import SYSTEM_NODE_LABEL, SYSTEM_TOLERATION, ClusterStack, system_pool
 from stacks.jupyterhub_stack import JupyterHubStack
 from stacks.karpenter_stack import KarpenterStack
 from stacks.network_stack import NetworkStack
-from stacks.observability_stack import ObservabilityStack
+from stacks.observability_stack import AlarmTargets, MetricsDeployment, ObservabilityStack
 from stacks.ray_stack import RayStack
+
+
+# z2jh's proxy pods (chart labels component=proxy): with a domain they forward /services/grafana/ to Grafana.
+HUB_PROXY_POD_LABELS = {"app": "jupyterhub", "component": "proxy"}
+
+
+def platform_dashboards(config: PlatformConfig, teams) -> list[dict]:
+    """The dashboards' ConfigMaps (charts/dashboards.py); the factory's cost panel is priced from cost/prices.yaml
+    (the price region's on-demand prices of every type a node of the platform can be, its assumed Spot discount, and
+    the hourly parts that do not depend on nodes: control plane, NAT gateways, the hub's load balancer)."""
+    from cost.estimate import PriceTable
+
+    prices = PriceTable(region=config.cost.price_region)
+    types = {f"{family}.{size}" for pool in config.karpenter.node_pools()
+             for family in pool.instance_families for size in pool.instance_sizes}
+    types.add(config.cluster.system_nodes.instance_type)
+    fixed = prices.service("eks_cluster_hour") + config.network.nat_gateways * prices.service("nat_gateway_hour")
+    if config.jupyterhub.domain:
+        fixed += prices.service("nlb_hour")
+    factory = factory_dashboard(
+        node_prices={t: prices.instance(t) for t in sorted(types) if prices.has(t)},
+        spot_discount=prices.spot_discount,
+        fixed_usd_per_hour=round(fixed, 4),
+        ray_namespaces=[t.namespace for t in teams],
+    )
+    return dashboard_config_maps(METRICS_NAMESPACE, factory=factory)
 
 
 class PlatformStage(cdk.Stage):
@@ -70,6 +104,11 @@ class PlatformStage(cdk.Stage):
             system_max_size=cluster_cfg.system_nodes.max_size,
             system_ami_release_version=cluster_cfg.system_nodes.ami_release_version,
             kubectl_security_group=self.network.kubectl_handler_security_group,
+            metrics=config.observability.enabled,
+            # The third node observability's default sizes add (config.py METRICS_SYSTEM_NODE_SIZES), for `make cost`.
+            metrics_nodes=(METRICS_SYSTEM_NODE_SIZES["desired_size"] - LEAN_SYSTEM_NODES
+                           if config.observability.enabled and cluster_cfg.system_nodes.desired_size
+                           == METRICS_SYSTEM_NODE_SIZES["desired_size"] else 0),
         )
         self.cluster.add_stack_dependency(self.network)
 
@@ -88,19 +127,46 @@ class PlatformStage(cdk.Stage):
         # Karpenter runs on the system nodes and needs the Pod Identity agent and CoreDNS.
         self.karpenter.add_stack_dependency(self.cluster)
 
+        obs = config.observability
+        teams = ray_teams(config.ray.teams)
+        # Port-forward by default; behind the hub's HTTPS only when asked for (observability.grafana_behind_hub).
+        grafana_access = GrafanaAccess(domain=config.jupyterhub.domain if obs.grafana_behind_hub else None)
         self.observability = ObservabilityStack(
             self,
             "Observability",
             stack_name=f"{name}-observability",
-            description=f"Dynamic Factory {name}: Ray and JupyterHub logs kept in CloudWatch Logs (Fluent Bit)",
+            description=(f"Dynamic Factory {name}: logs in CloudWatch Logs (Fluent Bit)"
+                         + (", Prometheus and Grafana, alarms" if obs.enabled else "")),
             cluster=self.cluster.cluster,
             cluster_name=name,
             encryption_key=self.cluster.logs_key,
             retention_days=config.logs.retention_days,
-            team_ray_namespaces=[t.namespace for t in ray_teams(config.ray.teams) if not t.shared],
+            team_ray_namespaces=[t.namespace for t in teams if not t.shared],
+            metrics=MetricsDeployment(
+                values=MetricsValues(
+                    node_selector=dict([SYSTEM_NODE_LABEL]),
+                    tolerations=(SYSTEM_TOLERATION,),
+                    storage_class=DEFAULT_STORAGE_CLASS,
+                    retention=obs.retention,
+                    volume_gib=obs.volume_gib,
+                    access=grafana_access,
+                ),
+                ray_namespaces=tuple(t.namespace for t in teams),
+                dashboards=tuple(platform_dashboards(config, teams)),
+                # With a domain the hub's proxy serves Grafana under /services/grafana/.
+                grafana_clients=((JUPYTERHUB_NAMESPACE, HUB_PROXY_POD_LABELS),) if grafana_access.domain else (),
+            ) if obs.enabled else None,
+            alarms=AlarmTargets(
+                emails=obs.alarm_emails,
+                interruption_queue=self.karpenter.interruption.queue,
+                system_nodegroup=self.cluster.system_nodes,
+            ) if obs.enabled else None,
         )
         # Fluent Bit runs on the cluster's nodes, with the cluster's key and Pod Identity agent.
         self.observability.add_stack_dependency(self.cluster)
+        if obs.enabled:
+            # The alarms watch Karpenter's interruption queue; Prometheus scrapes its controller.
+            self.observability.add_stack_dependency(self.karpenter)
 
         ray_cfg, pools = config.ray, {p.name: p for p in config.karpenter.node_pools()}
         # The system node group, usable as a placement for long-lived singletons (Ray head, hub).
@@ -142,6 +208,9 @@ class PlatformStage(cdk.Stage):
             pipeline_account=pipeline_account,
             teams=ray_teams(ray_cfg.teams),
             extra_egress_fqdns=ray_cfg.extra_egress_fqdns,
+            metrics=RayMetricsWiring(access=grafana_access) if obs.enabled else None,
+            # The validation run failing is an alarm (the observability stack's topic).
+            alarm_action=self.observability.alarm_topic.action if self.observability.alarm_topic else None,
         )
         # The head and the workers are scheduled onto Karpenter's node pools.
         self.ray.add_stack_dependency(self.karpenter)
@@ -171,6 +240,10 @@ class PlatformStage(cdk.Stage):
             internal_load_balancer=hub.internal_load_balancer,
             allowed_cidrs=hub.allowed_cidrs,
             ray_teams=ray_teams(ray_cfg.teams),
+            # With a domain, Grafana is served at https://<domain>/services/grafana/ (its own login).
+            proxied_services=(ProxiedService(
+                name=GRAFANA_PROXY_NAME, url=GRAFANA_URL, namespace=METRICS_NAMESPACE, pod_labels=GRAFANA_POD_LABELS,
+                port=GRAFANA_PORT),) if obs.enabled and grafana_access.domain else (),
         )
         # Notebooks need the Ray head, its token copy and the jupyterhub namespace.
         self.jupyterhub.add_stack_dependency(self.ray)

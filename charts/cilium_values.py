@@ -22,6 +22,18 @@ import aws_cdk as cdk
 # startup taint so no pod lands on a node before its network is ready.
 AGENT_NOT_READY_TAINT_KEY = "node.cilium.io/agent-not-ready"
 OPERATOR_SERVICE_ACCOUNT = "cilium-operator"
+# Hubble's flow metrics with metrics on (hubble.metrics.enabled): what the Hubble dashboards (dashboards/cilium/)
+# read. Each is a metric family of the Hubble server; the options after ':' choose its labels (Cilium 1.20
+# Documentation/observability/metrics.rst, "Hubble Exported Metrics").
+_HUBBLE_CONTEXT = ("sourceContext=workload-name|reserved-identity;destinationContext=workload-name|reserved-identity;"
+                   "labelsContext=source_namespace,destination_namespace")
+HUBBLE_METRICS = (
+    f"dns:query;ignoreAAAA;{_HUBBLE_CONTEXT}",
+    f"drop:{_HUBBLE_CONTEXT}",
+    f"tcp:{_HUBBLE_CONTEXT}",
+    f"flow:{_HUBBLE_CONTEXT}",
+    f"icmp:{_HUBBLE_CONTEXT}",
+)
 # Of the chart's default operator tolerations (values.yaml of 1.20.0, operator.tolerations), those that apply
 # on EKS: the node lifecycle controller's not-ready taint and the cloud provider's uninitialized taint.
 OPERATOR_BOOT_TOLERATIONS = (
@@ -57,6 +69,11 @@ class CiliumValues:
     # their taint). Both run at idle; the operator must run before any node is Ready.
     system_node_selector: Mapping[str, str] = field(default_factory=dict)
     system_tolerations: tuple[Mapping[str, str], ...] = ()
+    # Metrics on (charts/metrics.py): the agent (9962) and the operator (9963) expose Prometheus metrics, and the
+    # agents' Hubble server exposes these flow metrics (9965). The platform's PodMonitors scrape them: the chart's
+    # own ServiceMonitors stay off, their CRD does not exist yet when Cilium is installed (before any node).
+    hubble_metrics: tuple[str, ...] = ()
+    metrics: bool = False
 
     def __post_init__(self) -> None:
         host = self.api_server_host
@@ -90,7 +107,9 @@ class CiliumValues:
                 # Ready yet (they become Ready only once it has given them addresses).
                 **({"nodeSelector": dict(self.system_node_selector)} if self.system_node_selector else {}),
                 "tolerations": [dict(t) for t in self.system_tolerations] + list(OPERATOR_BOOT_TOLERATIONS),
+                "prometheus": {"enabled": self.metrics, "serviceMonitor": {"enabled": False}},
             },
+            "prometheus": {"enabled": self.metrics, "serviceMonitor": {"enabled": False}},
             "serviceAccounts": {"operator": {"create": True, "name": OPERATOR_SERVICE_ACCOUNT}},
             "hubble": {
                 "enabled": True,
@@ -102,5 +121,7 @@ class CiliumValues:
                     **({"tolerations": [dict(t) for t in self.system_tolerations]} if self.system_tolerations else {}),
                 },
                 "ui": {"enabled": False},
+                **({"metrics": {"enabled": list(self.hubble_metrics), "serviceMonitor": {"enabled": False}}}
+                   if self.metrics and self.hubble_metrics else {}),
             },
         }

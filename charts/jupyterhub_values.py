@@ -771,6 +771,24 @@ class GpuProfile:
 
 
 @dataclass(frozen=True)
+class ProxiedService:
+    """A web app the hub's proxy serves at ``/services/<name>/`` over the hub's own HTTPS listener (a JupyterHub
+    service with a ``url``: JupyterHub adds the route to the proxy; the proxy forwards the whole path, so the app
+    must serve from that sub path). The app does its own login: the route adds no JupyterHub authentication.
+
+    :param name: the service name (path segment).
+    :param url: where the proxy sends the requests (``http://<service>.<namespace>.svc.cluster.local:<port>``).
+    :param namespace / pod_labels / port: the app's pods, for the proxy's egress rule.
+    """
+
+    name: str
+    url: str
+    namespace: str
+    pod_labels: Mapping[str, str]
+    port: int
+
+
+@dataclass(frozen=True)
 class JupyterHubValues:
     """Values for the z2jh 4.4.0 chart (release in namespace ``jupyterhub``).
 
@@ -786,6 +804,7 @@ class JupyterHubValues:
         is always on ``gp3-retain``.
     :param cull_timeout_seconds: stop servers idle this long; ``cull_every_seconds``: check interval.
     :param cull_max_age_seconds: stop servers this old even if active (0: never).
+    :param proxied: apps the proxy serves under ``/services/<name>/`` with a domain (Grafana); ignored without one.
     :param ray_teams: the RayClusters notebooks reach (:func:`charts.ray_teams.ray_teams`). Default: the one shared
         cluster, every notebook reaches it. With named teams, a notebook gets the cluster of a team its user belongs
         to (JupyterHub group of the team's name, created empty at the hub's start), chosen on the spawn form when the
@@ -798,6 +817,7 @@ class JupyterHubValues:
     user_pool: NodePoolSettings
     auth: NativeAuth | CognitoAuth
     https: HttpsEndpoint | None = None
+    proxied: tuple[ProxiedService, ...] = ()
     gpu: GpuProfile | None = None
     server_sizes: tuple[ServerSize, ...] = DEFAULT_SERVER_SIZES
     home_capacity: str = "10Gi"
@@ -993,11 +1013,20 @@ class JupyterHubValues:
         so the connection never crosses the pod's interface where Cilium enforces policy. With a domain the NLB's
         connections come from its own and the nodes' addresses, so the http port (where z2jh's offload mode sends
         the decrypted stream) stays open."""
-        return {
+        policy: dict[str, Any] = {
             "enabled": True,
             "allowedIngressPorts": [] if self.https is None else ["http"],
             "interNamespaceAccessLabels": "ignore",
         }
+        if self.https is not None and self.proxied:
+            # The proxy forwards /services/<name>/ to each proxied app (pod and namespace selectors: Cilium does not
+            # apply z2jh's ipBlock-based egress rules to pod addresses).
+            policy["egress"] = [
+                {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": svc.namespace}},
+                         "podSelector": {"matchLabels": dict(svc.pod_labels)}}],
+                 "ports": [{"protocol": "TCP", "port": svc.port}]}
+                for svc in self.proxied]
+        return policy
 
     def teams_extra_config(self) -> str:
         """The ``hub.extraConfig`` entry of named teams (see :data:`_TEAMS_CONFIG`)."""
@@ -1062,6 +1091,9 @@ class JupyterHubValues:
             "db": {"pvc": {"storageClassName": HUB_DB_STORAGE_CLASS}},
             "networkPolicy": self.hub_network_policy(),
         }
+        if self.https is not None and self.proxied:
+            # Listed in the hub's Services menu; the hub adds each route to the proxy at start.
+            hub["services"] = {svc.name: {"url": svc.url, "display": True} for svc in self.proxied}
         extra_config = dict(self.auth.extra_config())
         if self.teams_mode:
             extra_config["ray-teams"] = self.teams_extra_config()

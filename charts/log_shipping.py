@@ -220,6 +220,18 @@ def log_group_names(cluster_name: str) -> dict[str, str]:
     return {ns: f"/{cluster_name}/{ns}" for ns in SHIPPED_NAMESPACES}
 
 
+# The Karpenter controller's own lines (kube-system, pods karpenter-*, container `controller`: the karpenter chart's
+# Deployment), shipped when the platform alarms on its errors (stacks/observability_stack.py). Karpenter writes one
+# JSON object per line ({"level":"ERROR",...}), which reaches CloudWatch as the event's message unchanged.
+KARPENTER_NAMESPACE = "kube-system"
+KARPENTER_POD_GLOB = "karpenter-*"
+KARPENTER_CONTAINER = "controller"
+
+
+def karpenter_log_group_name(cluster_name: str) -> str:
+    return f"/{cluster_name}/karpenter"
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Helm values of the fluent-bit chart (keys exist in schemas/fluent-bit/values.yaml; tests check)
 # ---------------------------------------------------------------------------------------------------------
@@ -238,12 +250,14 @@ class FluentBitValues:
     :param log_groups: log group name per shipped namespace (``ray`` also receives Ray's files).
     :param team_ray_namespaces: the namespaces of the teams' RayClusters (charts/ray_teams.py), whose containers'
         output goes into the Ray group too (a team's pod names and namespace are in the stream names).
+    :param karpenter_log_group: where the Karpenter controller's lines go (None: not shipped).
     :param resources: the container's requests and limits.
     """
 
     region: str
     log_groups: Mapping[str, str]
     team_ray_namespaces: tuple[str, ...] = ()
+    karpenter_log_group: str | None = None
     resources: Mapping[str, Any] = field(default_factory=lambda: DEFAULT_RESOURCES)
     image_repository: str = versions.FLUENT_BIT_IMAGE_REPOSITORY
     image_tag: str = versions.FLUENT_BIT_VERSION
@@ -256,6 +270,8 @@ class FluentBitValues:
         for ns, name in self.log_groups.items():
             if not isinstance(name, str) or not _LOG_GROUP_NAME.match(name):
                 problems.append(f"log group {name!r} ({ns}) is not a CloudWatch Logs group name")
+        if self.karpenter_log_group is not None and not _LOG_GROUP_NAME.match(self.karpenter_log_group):
+            problems.append(f"karpenter_log_group {self.karpenter_log_group!r} is not a CloudWatch Logs group name")
         if not isinstance(self.region, str) or not self.region:
             problems.append("region must be a region name or a CDK token")
         bad = [ns for ns in self.team_ray_namespaces
@@ -290,7 +306,9 @@ class FluentBitValues:
         pods = _section("INPUT", [
             ("Name", "tail"),
             ("Alias", "pods"),
-            ("Path", ",".join(f"{HOST_CONTAINER_LOGS}/*_{ns}_*.log" for ns in self.pod_namespaces)),
+            ("Path", ",".join([f"{HOST_CONTAINER_LOGS}/*_{ns}_*.log" for ns in self.pod_namespaces]
+                              + ([f"{HOST_CONTAINER_LOGS}/{KARPENTER_POD_GLOB}_{KARPENTER_NAMESPACE}_"
+                                  f"{KARPENTER_CONTAINER}-*.log"] if self.karpenter_log_group else []))),
             ("Tag", POD_TAG),
             ("Tag_Regex", POD_TAG_REGEX),
             ("multiline.parser", "cri"),  # containerd's CRI log format on AL2023; the message lands in `log`
@@ -331,6 +349,8 @@ class FluentBitValues:
             *(output(f"ray-pods-{ns}", f"pod.{ns}.*", ray, TEAM_POD_STREAM_TEMPLATE) for ns in self.team_ray_namespaces),
             output("ray-files", "file.*", ray, RAY_FILE_STREAM_TEMPLATE),
             output("jupyterhub-pods", f"pod.{JUPYTERHUB_NAMESPACE}.*", hub, POD_STREAM_TEMPLATE),
+            *([output("karpenter-pods", f"pod.{KARPENTER_NAMESPACE}.{KARPENTER_POD_GLOB}", self.karpenter_log_group,
+                      POD_STREAM_TEMPLATE)] if self.karpenter_log_group else []),
         ])
 
     # -- the chart's values -----------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ only by explicit dependencies).
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import cdk8s
 from constructs import Construct
@@ -133,8 +133,13 @@ def ray_network_policies(
     operator_pod_labels: Mapping[str, str] = KUBERAY_OPERATOR_LABELS,
     dashboard_port: int = RAY_DASHBOARD_PORT,
     client_port: int = RAY_CLIENT_PORT,
+    scraper: tuple[str, Mapping[str, str]] | None = None,
+    scrape_ports: Sequence[int] = (),
 ) -> list[dict[str, Any]]:
-    """The NetworkPolicy manifests (plain dicts, in apply order). Raises ValueError on bad arguments."""
+    """The NetworkPolicy manifests (plain dicts, in apply order). Raises ValueError on bad arguments.
+
+    ``scraper``: (namespace, pod labels) of the Prometheus that may scrape every Ray pod on ``scrape_ports``
+    (charts/metrics.py), or None when metrics are off."""
     problems = []
     for what, ns in (("ray_namespace", ray_namespace), ("jupyterhub_namespace", jupyterhub_namespace),
                      ("operator_namespace", operator_namespace)):
@@ -155,7 +160,19 @@ def ray_network_policies(
     if problems:
         raise ValueError("ray network policies: " + "; ".join(problems))
 
+    if scraper is not None:
+        problems += _check_labels("scraper pod labels", scraper[1])
+        if not scrape_ports:
+            problems.append("scrape_ports: a scraper needs the ports it scrapes")
+    if problems:
+        raise ValueError("ray network policies: " + "; ".join(problems))
+
     head = {"matchLabels": {"ray.io/cluster": ray_cluster_name, "ray.io/node-type": "head"}}
+    scrape = [] if scraper is None else [
+        _policy("allow-prometheus-scrape", ray_namespace, {"matchLabels": {"ray.io/cluster": ray_cluster_name}},
+                [{"from": [_peer(*scraper)], "ports": _ports(*scrape_ports)}],
+                "Prometheus scrapes the Ray pods' metrics (Ray's metrics port; the head's autoscaler and dashboard)."),
+    ]
     return [
         _policy("default-deny-ingress", ray_namespace, {}, [],
                 "Deny all ingress to pods in this namespace unless another policy allows it."),
@@ -169,6 +186,7 @@ def ray_network_policies(
                 [{"from": [_peer(operator_namespace, operator_pod_labels)],
                   "ports": _ports(dashboard_port)}],
                 "The KubeRay operator calls the head's dashboard API (RayJob / RayService)."),
+        *scrape,
     ]
 
 
@@ -195,6 +213,8 @@ class RayNetworkPoliciesChart(cdk8s.Chart):
         operator_pod_labels: Mapping[str, str] = KUBERAY_OPERATOR_LABELS,
         dashboard_port: int = RAY_DASHBOARD_PORT,
         client_port: int = RAY_CLIENT_PORT,
+        scraper: tuple[str, Mapping[str, str]] | None = None,
+        scrape_ports: Sequence[int] = (),
     ) -> None:
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
         self.manifests = ray_network_policies(
@@ -206,6 +226,8 @@ class RayNetworkPoliciesChart(cdk8s.Chart):
             operator_pod_labels=operator_pod_labels,
             dashboard_port=dashboard_port,
             client_port=client_port,
+            scraper=scraper,
+            scrape_ports=scrape_ports,
         )
         for manifest in self.manifests:
             api_object(self, manifest["metadata"]["name"], manifest)

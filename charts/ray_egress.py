@@ -45,7 +45,7 @@ the same namespace is not a Ray pod and is not selected.
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import aws_cdk as cdk
 
@@ -102,12 +102,14 @@ def _policy(name: str, namespace: str, selector: dict[str, str], description: st
 
 
 def ray_egress_policies(namespace: str, cluster_name: str, *, region: str | None,
-                        extra_fqdns: Sequence[str] = ()) -> list[dict[str, Any]]:
+                        extra_fqdns: Sequence[str] = (),
+                        metrics_backends: Sequence[tuple[str, Mapping[str, str], int]] = ()) -> list[dict[str, Any]]:
     """The CiliumNetworkPolicies limiting the egress of RayCluster ``cluster_name``'s pods in ``namespace``.
 
     ``region``: the AWS region of the checkpoint bucket (a literal such as ``eu-west-1`` or a CDK token), or None
     for S3 in any region. ``extra_fqdns``: more names (or Cilium patterns) the Ray pods may reach on 443.
-    Raises ValueError on bad arguments.
+    ``metrics_backends``: (namespace, pod labels, port) the head may reach with metrics on: Prometheus and Grafana,
+    which Ray's dashboard queries for its time-series panels (charts/metrics.py). Raises ValueError on bad arguments.
     """
     problems = []
     if not isinstance(namespace, str) or not _DNS_LABEL.match(namespace) or len(namespace) > 63:
@@ -161,4 +163,10 @@ def ray_egress_policies(namespace: str, cluster_name: str, *, region: str | None
             "The Ray head's autoscaler scales the RayCluster through the Kubernetes API server.",
             [{"toEntities": ["kube-apiserver"], "toPorts": _ports(HTTPS_PORT, "TCP")}],
         ),
+        *([_policy(
+            "ray-egress-head-metrics", namespace, head,
+            "Ray's dashboard on the head queries Prometheus and checks Grafana for its embedded metrics panels.",
+            [{"toEndpoints": [{"matchLabels": {NAMESPACE_LABEL: ns, **labels}}], "toPorts": _ports(port, "TCP")}
+             for ns, labels, port in metrics_backends],
+        )] if metrics_backends else []),
     ]

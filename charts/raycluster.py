@@ -76,6 +76,7 @@ import cdk8s
 from constructs import Construct
 
 import versions
+from charts.metrics import RayMetricsWiring
 from charts.k8s import api_object, image_registry
 from charts.log_shipping import ray_pod_log_wiring
 from charts.ray_prestop import PRESTOP_DRAIN_SCRIPT
@@ -484,6 +485,8 @@ class RayClusterChart(cdk8s.Chart):
     :param token_copies: other namespaces that get a copy of the token, namespace -> Secret name (they must exist
         before the chart is applied).
     :param create_namespace: include the Namespace object (False: it is applied before, :func:`namespace_manifest`).
+    :param metrics: with metrics on (charts/metrics.py), the head tells Ray's dashboard where Grafana and
+        Prometheus are, and the Ray containers declare the ports Prometheus scrapes.
     """
 
     def __init__(
@@ -498,8 +501,10 @@ class RayClusterChart(cdk8s.Chart):
         namespace: str = NAMESPACE,
         token_copies: Mapping[str, str] | None = None,
         create_namespace: bool = True,
+        metrics: RayMetricsWiring | None = None,
     ) -> None:
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
+        self._metrics = metrics
         token_copies = dict(DEFAULT_TOKEN_COPIES if token_copies is None else token_copies)
         self._validate(settings=settings, checkpoint_bucket=checkpoint_bucket, image=image, gpu_image=gpu_image,
                        namespace=namespace, token_copies=token_copies)
@@ -732,8 +737,11 @@ class RayClusterChart(cdk8s.Chart):
                 {"containerPort": GCS_PORT, "name": "gcs-server", "protocol": "TCP"},
                 {"containerPort": DASHBOARD_PORT, "name": "dashboard", "protocol": "TCP"},
                 {"containerPort": CLIENT_PORT, "name": "client", "protocol": "TCP"},
+                *self._metrics_ports(head=True),
             ],
         )
+        if self._metrics is not None:
+            head_container["env"].extend(self._metrics.head_env())
         head_template = self._pod_template(
             head_container, head_pool, memory_gib=head_memory_gib, grace=60,
             # The head hosts GCS and the autoscaler: never voluntarily disrupted by Karpenter.
@@ -836,9 +844,18 @@ class RayClusterChart(cdk8s.Chart):
             "lifecycle": {"preStop": {"exec": {"command": pre_stop}}},
             "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, _LOGS.container_volume_mount],
         }
+        if not ports and self._metrics_ports(head=False):  # a worker: Prometheus scrapes its metrics port
+            ports = self._metrics_ports(head=False)
         if ports:
             container["ports"] = ports
         return container
+
+    def _metrics_ports(self, *, head: bool) -> list[dict[str, Any]]:
+        """The ports Prometheus scrapes by name (KubeRay's `metrics`; the head's autoscaler and dashboard)."""
+        if self._metrics is None:
+            return []
+        ports = [dict(self._metrics.metrics_port)]
+        return ports + [dict(p) for p in self._metrics.head_ports] if head else ports
 
     @staticmethod
     def _pod_template(container: dict[str, Any], pool: NodePoolSettings, *, memory_gib: int, grace: int,

@@ -143,6 +143,32 @@ ACKNOWLEDGEMENTS: tuple[Acknowledgement, ...] = (
         "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy]",
         "AWS's policy for the EBS CSI driver scopes volume and snapshot actions by the driver's own tags",
     ),
+    # --- Observability: the dashboards' chart is an S3 asset (charts/dashboards.py write_dashboards_chart) -----
+    *(Acknowledgement(
+        f"{_KUBECTL_HANDLER}/ServiceRole/DefaultPolicy/Resource", finding,
+        "aws_eks_v2.HelmChart grants the kubectl handler read of the CDK bootstrap assets bucket (Asset.grantRead) so "
+        "that it can fetch the Grafana dashboards chart asset; that bucket holds this app's templates, Lambda code "
+        "and that chart, never secrets",
+    ) for finding in (
+        "AwsSolutions-IAM5[Action::s3:GetBucket*]",
+        "AwsSolutions-IAM5[Action::s3:GetObject*]",
+        "AwsSolutions-IAM5[Action::s3:List*]",
+        "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-<AWS::Region>/*]",
+    )),
+    # --- Observability: the system node group's alarm (cdk_constructs/alarms.py NodeGroupCapacityAlarm) ---
+    Acknowledgement(
+        "Observability/AWS679f53fac002430cb0da5b7982bd2287/ServiceRole/Resource", _LAMBDA_BASIC,
+        "the AwsCustomResource singleton Lambda (created by aws-cdk-lib) writes only its own logs with it; its API "
+        "permissions are the node-group-scoped statements of the alarm construct",
+    ),
+    Acknowledgement(
+        "Observability/SystemNodes/MetricsCollection/CustomResourcePolicy/Resource",
+        "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:autoscaling:<AWS::Region>:<AWS::AccountId>:autoScalingGroup"
+        ":*:autoScalingGroupName/eks-*]",
+        "EKS creates the node group's Auto Scaling group under a random name (eks-<node group>-<uuid>, in no "
+        "template); Enable/DisableMetricsCollection are limited to groups tagged eks:cluster-name of this cluster "
+        "(enable: also eks:nodegroup-name)",
+    ),
 )
 
 

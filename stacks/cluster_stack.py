@@ -28,6 +28,8 @@ from charts.storage import StorageChart
 from stacks.network_stack import DISCOVERY_TAG
 
 SYSTEM_TAINT_KEY = "CriticalAddonsOnly"
+# Template metadata on the system node group: how many of its nodes the metrics stack needs (cost/estimate.py).
+METRICS_NODES_METADATA = "dynamic-factory:nodes-for-metrics"
 SYSTEM_NODE_LABEL = ("dynamic-factory/node-role", "system")
 # The system nodes also carry the pool label, so that charts can place pods on them like on a
 # Karpenter pool (charts.karpenter_nodes.node_group_pool).
@@ -73,6 +75,8 @@ class ClusterStack(cdk.Stack):
         system_max_size: int,
         system_ami_release_version: str | None = None,
         kubectl_security_group: ec2.ISecurityGroup | None = None,
+        metrics: bool = False,
+        metrics_nodes: int = 0,
         **kwargs,
     ) -> None:
         """``system_ami_release_version``: EKS-optimized AMI release of the system nodes (``1.35.x-YYYYMMDD``,
@@ -83,6 +87,7 @@ class ClusterStack(cdk.Stack):
         whose Lambda ENIs can block the cluster's deletion (PlatformStage always passes one)."""
         super().__init__(scope, construct_id, **kwargs)
         self.cluster_name = cluster_name
+        self._metrics = metrics  # Cilium and Hubble expose metrics for Prometheus (charts/metrics.py)
         self.kubernetes_version = kubernetes_version
 
         self.secrets_key, self.logs_key = self._keys(cluster_name)
@@ -176,6 +181,10 @@ class ClusterStack(cdk.Stack):
         # Nodes turn Ready only once the Cilium agent runs on them: without the release
         # the node group never becomes healthy and CloudFormation waits for an hour.
         self.system_nodes.node.add_dependency(self.cilium)
+        if metrics_nodes:
+            # Read by the cost estimate (cost/estimate.py), which prices only what the templates say: how many of
+            # these nodes are there for the metrics stack, i.e. what turning observability off would save.
+            self.system_nodes.node.default_child.add_metadata(METRICS_NODES_METADATA, metrics_nodes)
         self.addons = {"eks-pod-identity-agent": pod_identity_agent, **self._add_addons()}
 
         # The kubectl handler's log groups are created by CDK without encryption: give every
@@ -276,6 +285,8 @@ class ClusterStack(cdk.Stack):
             subnet_tag=(DISCOVERY_TAG, self.cluster_name),
             system_node_selector=dict([SYSTEM_NODE_LABEL]),
             system_tolerations=(SYSTEM_TOLERATION,),
+            metrics=self._metrics,
+            hubble_metrics=cilium_values.HUBBLE_METRICS if self._metrics else (),
         )
         chart = pinned_chart(
             self.cluster,

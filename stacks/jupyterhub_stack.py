@@ -89,6 +89,7 @@ class JupyterHubStack(cdk.Stack):
         keep_homes_on_destroy: bool = True,
         ray_gpu_workers: bool = False,
         ray_teams: tuple[rt.RayTeam, ...] = rt.ray_teams(()),
+        proxied_services: Sequence[jh.ProxiedService] = (),
         **kwargs,
     ) -> None:
         """``keep_homes_on_destroy``: home volumes and the hub database outlive this stack and the cluster
@@ -163,6 +164,7 @@ class JupyterHubStack(cdk.Stack):
             cull_timeout_seconds=cull_timeout_seconds,
             ray_gpu_workers=ray_gpu_workers,
             ray_teams=tuple(ray_teams),
+            proxied=tuple(proxied_services),
         )
         self.release = pinned_chart(
             self,

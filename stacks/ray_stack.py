@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_eks_v2 as eks
@@ -25,6 +26,7 @@ import versions
 from cdk_constructs.helm import pinned_chart
 from cdk_constructs.image_asset import repo_image_asset
 from cdk_constructs.ray_storage import RayStorage
+from cdk_constructs.alarms import build_failure_alarm
 from cdk_constructs.validation_runner import ValidationRunner
 from charts import karpenter_nodes as kn
 from charts import raycluster as rc
@@ -34,6 +36,7 @@ from charts.network_policies import KUBERAY_OPERATOR_NAMESPACE as OPERATOR_NAMES
 from charts.network_policies import NOTEBOOK_POD_LABELS, RayNetworkPoliciesChart
 from charts.ray_admission import ray_admission_objects
 from charts.ray_egress import ray_egress_policies
+from charts.metrics import RayMetricsWiring
 from charts.ray_teams import RayTeam, ray_teams
 from stacks.cluster_stack import SYSTEM_NODE_LABEL, SYSTEM_TOLERATION
 
@@ -106,10 +109,14 @@ class RayStack(cdk.Stack):
         pipeline_account: str | None = None,
         teams: Sequence[RayTeam] = ray_teams(),
         extra_egress_fqdns: Sequence[str] = (),
+        metrics: RayMetricsWiring | None = None,
+        alarm_action: cloudwatch.IAlarmAction | None = None,
         **kwargs,
     ) -> None:
         """``teams``: the RayClusters to run (charts/ray_teams.py); the validation runner targets the first.
-        ``extra_egress_fqdns``: DNS names (patterns allowed) Ray pods may reach on 443 besides S3 and PyPI."""
+        ``extra_egress_fqdns``: DNS names (patterns allowed) Ray pods may reach on 443 besides S3 and PyPI.
+        ``metrics``: with metrics on, Prometheus scrapes the Ray pods and Ray's dashboard embeds Grafana's panels.
+        ``alarm_action``: where the alarm on a failed validation run notifies (None: no alarm)."""
         super().__init__(scope, construct_id, **kwargs)
         teams = tuple(teams)
         if not teams or not all(isinstance(t, RayTeam) for t in teams):
@@ -145,6 +152,7 @@ class RayStack(cdk.Stack):
             self, "RayAdmission", cluster=cluster,
             manifest=ray_admission_objects([t.namespace for t in teams], rc.SERVICE_ACCOUNT))
         self._extra_egress_fqdns = tuple(extra_egress_fqdns)
+        self._metrics = metrics
 
         self.storage = RayStorage(
             self,
@@ -200,6 +208,9 @@ class RayStack(cdk.Stack):
         )
         # Its Role is namespaced in ray.
         self.runner.rbac.node.add_dependency(self.ray_cluster)
+        if alarm_action is not None:
+            self.validation_alarm = build_failure_alarm(self, "ValidationFailed", project=self.runner.project,
+                                                        action=alarm_action)
 
         cdk.CfnOutput(self, "CheckpointBucket", value=self.storage.bucket.bucket_name)
         for team in teams:
@@ -221,6 +232,7 @@ class RayStack(cdk.Stack):
             namespace=team.namespace,
             token_copies={rc.NOTEBOOK_NAMESPACE: team.notebook_token_secret},
             create_namespace=False,
+            metrics=self._metrics,
         )
         ray_cluster = eks.KubernetesManifest(
             self, f"RayCluster{suffix}", cluster=cluster, manifest=chart.to_json(), prune=True
@@ -238,6 +250,8 @@ class RayStack(cdk.Stack):
                 cdk8s_app(), f"ray-network-policies{suffix}", ray_namespace=team.namespace,
                 # With teams, a team's head admits only the notebooks the hub labelled with that team.
                 notebook_pod_labels={**NOTEBOOK_POD_LABELS, **team.notebook_label},
+                scraper=self._metrics.scraper if self._metrics else None,
+                scrape_ports=self._metrics.scrape_ports if self._metrics else (),
             ).to_json(),
         )
         egress = eks.KubernetesManifest(
@@ -245,7 +259,8 @@ class RayStack(cdk.Stack):
             f"RayEgressPolicies{suffix}",
             cluster=cluster,
             manifest=ray_egress_policies(team.namespace, rc.CLUSTER_NAME, region=self.region,
-                                         extra_fqdns=self._extra_egress_fqdns),
+                                         extra_fqdns=self._extra_egress_fqdns,
+                                         metrics_backends=self._metrics.backends if self._metrics else ()),
         )
         # In the team's namespace, before its pods: a Ray pod is never without its limits.
         for manifest in (policies, egress):

@@ -35,6 +35,9 @@ VARIANT_OVERRIDES = {
     "platform.jupyterhub.certificate_arn": "arn:aws:acm:eu-west-1:111122223333:certificate/0f2c9f6e-1b2a-4c3d-9e8f-0123456789ab",
     "platform.jupyterhub.cognito_domain_prefix": "ml-prod-hub",
     "platform.jupyterhub.allowed_cidrs": ["203.0.113.0/24"],
+    "platform.observability.alarm_emails": ["ops@example.com", "oncall@example.org"],
+    "platform.observability.retention": "7d",
+    "platform.observability.grafana_behind_hub": True,
 }
 
 
@@ -47,7 +50,7 @@ def platform(tmp_path_factory) -> SynthesizedPlatform:
 @pytest.fixture(scope="session")
 def variant(tmp_path_factory) -> SynthesizedPlatform:
     """Public endpoint, three AZs and NAT gateways, admins, Kubernetes 1.36, GPU pool and workers, Cognito login,
-    two Ray teams."""
+    two Ray teams, alarm e-mails."""
     return synth_platform(tmp_path_factory.mktemp("cdk-variant"), VARIANT_OVERRIDES)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -141,6 +142,15 @@ class Assembly:
         return [obj for r in self.manifests() for obj in r.objects]
 
 
+def chart_asset_folder(assembly: Assembly, res: KubeResource) -> Path | None:
+    """The staged folder of a Helm release whose chart is an asset of this app (``ChartAssetURL``), if present."""
+    match = re.search(r"([0-9a-f]{64})\.zip", json.dumps(res.properties.get("ChartAssetURL")))
+    if not match:
+        return None
+    candidates = (assembly.outdir / f"asset.{match.group(1)}", assembly.outdir.parent / f"asset.{match.group(1)}")
+    return next((d for d in candidates if d.is_dir()), None)
+
+
 def write_rendered(assembly: Assembly, dist: str | Path) -> list[Path]:
     """Write every manifest and every Helm values object as YAML under ``dist``."""
     dist = Path(dist)
@@ -150,11 +160,19 @@ def write_rendered(assembly: Assembly, dist: str | Path) -> list[Path]:
         if res.kind == "helm":
             path = dist / stack / "helm" / f"{res.release}.values.yaml"
             header = (
-                f"# Helm release {res.release!r}: chart {res.properties.get('Chart')} "
-                f"{res.properties.get('Version')} from {res.properties.get('Repository')}\n"
+                (f"# Helm release {res.release!r}: chart {res.properties.get('Chart')} "
+                 f"{res.properties.get('Version')} from {res.properties.get('Repository')}\n")
+                if res.properties.get("Chart") else
+                f"# Helm release {res.release!r}: a local chart from the app's assets (ChartAssetURL)\n"
                 f"# namespace {res.properties.get('Namespace', 'default')}; ${{...}} marks deploy-time values\n"
             )
             body = yaml.safe_dump(res.values, sort_keys=False)
+            folder = chart_asset_folder(assembly, res)
+            if folder is not None:  # our own chart: its files beside the values, for review
+                target = dist / stack / "charts" / res.release
+                shutil.rmtree(target, ignore_errors=True)
+                shutil.copytree(folder, target)
+                written += sorted(p for p in target.rglob("*") if p.is_file())
         else:
             path = dist / stack / "manifests" / f"{_short(res.logical_id)}.yaml"
             header = f"# Applied by {res.logical_id}; ${{...}} marks deploy-time values\n"

@@ -235,6 +235,8 @@ def _targets(model: BootModel, own: RayTeam, other: RayTeam | None) -> list[tupl
         (Target("another user's notebook server", 8888), pod("jupyterhub", {"component": SINGLEUSER_LABELS["component"]})),
         (Target("the KubeRay operator", 8080), pod("kuberay-system", {"app.kubernetes.io/name": "kuberay-operator"})),
         (Target("Hubble relay (every flow of the cluster)", 4245), pod("kube-system", {"k8s-app": "hubble-relay"})),
+        (Target("Prometheus (every metric of the cluster)", 9090), pod("monitoring", {"app.kubernetes.io/name": "prometheus"})),
+        (Target("Grafana", 3000), pod("monitoring", {"app.kubernetes.io/name": "grafana"})),
         (Target("DNS (CoreDNS)", 53, "UDP"), pod("kube-system", {"k8s-app": "kube-dns"})),
         (Target("the Kubernetes API", 443), netpol.Endpoint(entity="kube-apiserver")),
         (Target("the EKS Pod Identity agent on the node", 80), netpol.Endpoint(entity="host")),

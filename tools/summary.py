@@ -38,7 +38,7 @@ def print_summary(outdir: Path, dist: Path | None, *, estimate=None, model=None)
     releases = assembly.helm_releases()
     print(f"  {'total':<28} {total:>4} resources")
     print("Helm releases: " + ", ".join(
-        f"{name} {r.properties.get('Version')}" for name, r in sorted(releases.items())))
+        f"{name} {r.properties.get('Version') or '(local chart asset)'}" for name, r in sorted(releases.items())))
     objects = assembly.kube_objects()
     print(f"Kubernetes objects applied by CDK: {len(objects)}")
     pools = sorted((o["metadata"]["name"], o["spec"].get("limits", {}).get("cpu")) for o in objects

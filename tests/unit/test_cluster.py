@@ -237,7 +237,8 @@ def test_system_node_group(platform):
     assert props["AmiType"] == "AL2023_x86_64_STANDARD"
     assert props["CapacityType"] == "ON_DEMAND"
     assert props["InstanceTypes"] == ["t3a.large"]
-    assert props["ScalingConfig"] == {"DesiredSize": 2, "MinSize": 2, "MaxSize": 3}
+    # With observability on (the default) a third node holds Prometheus and Grafana (config.py METRICS_SYSTEM_NODE_SIZES).
+    assert props["ScalingConfig"] == {"DesiredSize": 3, "MinSize": 3, "MaxSize": 4}
     assert props["Taints"] == [{"Key": "CriticalAddonsOnly", "Value": "true", "Effect": "NO_SCHEDULE"}]
     assert props["Labels"] == {"dynamic-factory/node-role": "system", "dynamic-factory/pool": "system"}
 
@@ -491,7 +492,14 @@ def test_only_the_logs_key_lets_cloudwatch_logs_encrypt(any_platform):
     assert "logs." in join(read_back["Principal"]["Service"])
     assert ":log-group:*" in join(read_back["Condition"]["ArnLike"][condition_key])
 
-    (write,) = _service_statements(tpl, logs)
+    services = _service_statements(tpl, logs)
+    (write,) = [s for s in services if "logs." in join(s["Principal"]["Service"])]
     assert set(write["Action"]) == {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"}
-    assert "logs." in join(write["Principal"]["Service"])
     assert "${AWS::AccountId}:log-group:*" in join(write["Condition"]["ArnLike"][condition_key])
+    # With observability on, CloudWatch alarms may use the logs key too (the alarm topic is encrypted with it):
+    # encrypt-only actions, nothing more (cdk_constructs/alarms.py AlarmTopic).
+    others = [s for s in services if s is not write]
+    assert [join(s["Principal"]["Service"]) for s in others] == (
+        ["cloudwatch.amazonaws.com"] if any_platform.config.observability.enabled else [])
+    for statement in others:
+        assert sorted(statement["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]

@@ -177,6 +177,19 @@ BAD_INPUTS = [
     ({"platform.cost.price_region": "mars-north-1"}, "platform.cost.price_region", "prices in cost/prices.yaml"),
     ({"platform.cost.max_idle_usd_per_hour": 0}, "platform.cost.max_idle_usd_per_hour", "greater than 0"),
     ({"platform.cost.max_idle_usd_per_hour": "cheap"}, "platform.cost.max_idle_usd_per_hour", "valid number"),
+    # Observability
+    ({"platform.observability.retention": "3 days"}, "platform.observability.retention",
+     "whole number of hours, days or weeks"),
+    ({"platform.observability.retention": "1h"}, "platform.observability.retention", "between 2h and 90d"),
+    ({"platform.observability.retention": "13w"}, "platform.observability.retention", "between 2h and 90d"),
+    ({"platform.observability.volume_gib": 1}, "platform.observability.volume_gib", "greater than or equal to 2"),
+    ({"platform.observability.alarm_emails": ["ops"]}, "platform.observability.alarm_emails",
+     "are not e-mail addresses"),
+    ({"platform.observability.alarm_emails": ["a@example.com", "A@example.com"]},
+     "platform.observability.alarm_emails", "lists an address twice"),
+    ({"platform.observability.enabled": "yes"}, "platform.observability.enabled", "valid boolean"),
+    ({"platform.observability.grafana_behind_hub": True}, "platform",
+     "observability.grafana_behind_hub needs observability.enabled and jupyterhub.domain"),
     # Cross-area
     ({"platform.cluster.system_nodes.instance_type": "t3a.medium", "platform.ray.head_memory_gib": 8},
      "platform", "ray head pod (1 CPU, 8 GiB + the autoscaler sidecar) fits no instance type of pool 'system'"),
@@ -280,7 +293,7 @@ def test_app_refuses_a_config_that_would_not_boot(tmp_path):
 def test_the_bad_input_suite_covers_every_area():
     areas = {path.split(".")[1] for _, path, _ in BAD_INPUTS if path.count(".") >= 1}
     assert len(BAD_INPUTS) >= 30
-    assert {"cluster", "network", "karpenter", "ray", "jupyterhub", "pipeline", "tags"} <= areas
+    assert {"cluster", "network", "karpenter", "ray", "jupyterhub", "pipeline", "tags", "observability"} <= areas
 
 
 @pytest.mark.parametrize("az_count", [2, 3])
@@ -417,3 +430,16 @@ def test_allowlists_up_to_a_slash_8_of_internet_are_accepted(field, cidrs):
     cfg = config.build_config({}, {**context, field: json.dumps(cidrs)})
     section = cfg.cluster.endpoint.public_cidrs if "endpoint" in field else cfg.jupyterhub.allowed_cidrs
     assert section == tuple(cidrs)
+
+
+def test_the_idle_budget_follows_observability_unless_set():
+    """Unset, the budget is the price region's default for the platform as configured (with metrics $0.40/h, without
+    $0.30/h in us-east-1); set, it is what the user wrote, and null means none."""
+    from config import build_config
+
+    assert build_config({}).idle_budget == 0.40
+    assert build_config({"observability": {"enabled": False}}).idle_budget == 0.30
+    assert build_config({"cost": {"max_idle_usd_per_hour": 0.5}}).idle_budget == 0.5
+    assert build_config({"cost": {"max_idle_usd_per_hour": None}}).idle_budget is None
+    tokyo = build_config({"cost": {"price_region": "ap-northeast-1"}})
+    assert tokyo.idle_budget == config.default_idle_budget("ap-northeast-1", observability=True)

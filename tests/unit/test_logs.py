@@ -318,8 +318,15 @@ def test_the_daemonset_mounts_what_it_tails_read_only(platform):
         assert tail["Read_from_Head"] == "true"
 
 
+def _shipped_groups(synth) -> set[str]:
+    """The namespaces' groups, and Karpenter's when observability is on (its error alarm reads it)."""
+    name = synth.config.cluster.name
+    karpenter = {ls.karpenter_log_group_name(name)} if synth.config.observability.enabled else set()
+    return set(ls.log_group_names(name).values()) | karpenter
+
+
 def test_outputs_write_only_into_the_platforms_groups(any_platform):
-    groups = set(ls.log_group_names(any_platform.config.cluster.name).values())
+    groups = _shipped_groups(any_platform)
     outputs = _outputs(any_platform)
     assert {o["Name"] for o in outputs.values()} == {"cloudwatch_logs"}
     assert {o["log_group_name"] for o in outputs.values()} == groups
@@ -338,6 +345,12 @@ def _observability(synth) -> dict:
     return synth.template_json("Observability")
 
 
+def _shipped_group_resources(template: dict) -> dict[str, dict]:
+    """The log groups the shipper writes (named; the stack's other group is the alarms' custom-resource Lambda's)."""
+    return {k: r for k, r in _resources(template, "AWS::Logs::LogGroup").items()
+            if isinstance(r["Properties"].get("LogGroupName"), str)}
+
+
 def _cluster_logs_key(synth) -> str:
     """Logical id of the cluster stack's logs key: the KMS key that is not the Kubernetes secrets key."""
     resources = synth.template_json("Cluster")["Resources"]
@@ -348,9 +361,9 @@ def _cluster_logs_key(synth) -> str:
 
 
 def test_log_groups_are_encrypted_with_the_logs_key_and_keep_the_configured_retention(any_platform):
-    groups = _resources(_observability(any_platform), "AWS::Logs::LogGroup")
+    groups = _shipped_group_resources(_observability(any_platform))
     names = {g["Properties"]["LogGroupName"] for g in groups.values()}
-    assert names == set(ls.log_group_names(any_platform.config.cluster.name).values())
+    assert names == _shipped_groups(any_platform)
     logs_key = _cluster_logs_key(any_platform)
     for group in groups.values():
         props = group["Properties"]
@@ -365,8 +378,13 @@ def test_log_groups_are_encrypted_with_the_logs_key_and_keep_the_configured_rete
 
 def test_the_iam_policy_is_scoped_to_the_log_groups(any_platform):
     template = _observability(any_platform)
-    groups = set(_resources(template, "AWS::Logs::LogGroup"))
-    statements = [s for p in _resources(template, "AWS::IAM::Policy").values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    groups = set(_shipped_group_resources(template))
+    # The Fluent Bit role's policy (the stack's other policies belong to the alarms' custom resource).
+    from stacks.observability_stack import LOG_WRITER_SID
+
+    statements = [s for p in _resources(template, "AWS::IAM::Policy").values()
+                  for s in p["Properties"]["PolicyDocument"]["Statement"]
+                  if any(st.get("Sid") == LOG_WRITER_SID for st in p["Properties"]["PolicyDocument"]["Statement"])]
     assert len(statements) == 1
     (statement,) = statements
     assert statement["Effect"] == "Allow"
@@ -396,8 +414,8 @@ def test_the_release_waits_for_its_namespace_policies_groups_and_identity(platfo
     template = _observability(platform)
     release = _release(platform)
     deps = set(template["Resources"][release.logical_id]["DependsOn"])
-    assert set(_resources(template, "AWS::Logs::LogGroup")) <= deps
-    (manifest,) = [r for r in platform.assembly.manifests() if r.stack.startswith("DynamicFactoryObservability")]
+    assert set(_shipped_group_resources(template)) <= deps
+    manifest = _logging_manifest(platform)
     assert manifest.logical_id in deps
 
 
@@ -414,9 +432,15 @@ def test_observability_comes_after_the_cluster_and_before_ray_and_jupyterhub(pla
 # ------------------------------------------------------------------ namespace and network policies
 
 
+def _logging_manifest(synth):
+    """The manifest that creates the `logging` namespace and its policies."""
+    (manifest,) = [r for r in synth.assembly.manifests() if r.stack.startswith("DynamicFactoryObservability")
+                   and any(o["kind"] == "Namespace" and o["metadata"]["name"] == ls.NAMESPACE for o in r.objects)]
+    return manifest
+
+
 def _logging_objects(synth) -> list[dict[str, Any]]:
-    (manifest,) = [r for r in synth.assembly.manifests() if r.stack.startswith("DynamicFactoryObservability")]
-    return manifest.objects
+    return _logging_manifest(synth).objects
 
 
 def test_the_namespace_enforces_privileged_and_warns_baseline(platform):
