@@ -8,15 +8,13 @@ from constructs import Construct
 from charts.ray_teams import ray_teams
 from charts.raycluster import RayClusterSettings
 from compliance import nag
-from config import LEAN_SYSTEM_NODES, METRICS_SYSTEM_NODE_SIZES, PlatformConfig
-from charts.network_policies import JUPYTERHUB_NAMESPACE
+from charts import metrics as mx
 from charts.dashboards import dashboard_config_maps
 from charts.factory_dashboard import factory_dashboard
 from charts.jupyterhub_values import ProxiedService
-from charts.metrics import GRAFANA_POD_LABELS, GRAFANA_PORT, GRAFANA_URL, GrafanaAccess, MetricsValues, RayMetricsWiring
-from charts.metrics import GRAFANA_PROXY_NAME
-from charts.metrics import NAMESPACE as METRICS_NAMESPACE
+from charts.network_policies import JUPYTERHUB_NAMESPACE
 from charts.storage import DEFAULT_STORAGE_CLASS
+from config import LEAN_SYSTEM_NODES, METRICS_SYSTEM_NODE_SIZES, PlatformConfig
 from stacks.cluster_stack import SYSTEM_NODE_LABEL, SYSTEM_TOLERATION, ClusterStack, system_pool
 from stacks.jupyterhub_stack import JupyterHubStack
 from stacks.karpenter_stack import KarpenterStack
@@ -25,7 +23,7 @@ from stacks.observability_stack import AlarmTargets, MetricsDeployment, Observab
 from stacks.ray_stack import RayStack
 
 
-# z2jh's proxy pods (chart labels component=proxy): with a domain they forward /services/grafana/ to Grafana.
+# z2jh's proxy pods (chart labels component=proxy): with grafana_behind_hub they forward /services/grafana/ to Grafana.
 HUB_PROXY_POD_LABELS = {"app": "jupyterhub", "component": "proxy"}
 
 
@@ -48,7 +46,7 @@ def platform_dashboards(config: PlatformConfig, teams) -> list[dict]:
         fixed_usd_per_hour=round(fixed, 4),
         ray_namespaces=[t.namespace for t in teams],
     )
-    return dashboard_config_maps(METRICS_NAMESPACE, factory=factory)
+    return dashboard_config_maps(mx.NAMESPACE, factory=factory)
 
 
 class PlatformStage(cdk.Stage):
@@ -130,7 +128,7 @@ class PlatformStage(cdk.Stage):
         obs = config.observability
         teams = ray_teams(config.ray.teams)
         # Port-forward by default; behind the hub's HTTPS only when asked for (observability.grafana_behind_hub).
-        grafana_access = GrafanaAccess(domain=config.jupyterhub.domain if obs.grafana_behind_hub else None)
+        grafana_access = mx.GrafanaAccess(domain=config.jupyterhub.domain if obs.grafana_behind_hub else None)
         self.observability = ObservabilityStack(
             self,
             "Observability",
@@ -143,7 +141,7 @@ class PlatformStage(cdk.Stage):
             retention_days=config.logs.retention_days,
             team_ray_namespaces=[t.namespace for t in teams if not t.shared],
             metrics=MetricsDeployment(
-                values=MetricsValues(
+                values=mx.MetricsValues(
                     node_selector=dict([SYSTEM_NODE_LABEL]),
                     tolerations=(SYSTEM_TOLERATION,),
                     storage_class=DEFAULT_STORAGE_CLASS,
@@ -153,7 +151,7 @@ class PlatformStage(cdk.Stage):
                 ),
                 ray_namespaces=tuple(t.namespace for t in teams),
                 dashboards=tuple(platform_dashboards(config, teams)),
-                # With a domain the hub's proxy serves Grafana under /services/grafana/.
+                # Behind the hub (grafana_behind_hub): its proxy serves Grafana under /services/grafana/.
                 grafana_clients=((JUPYTERHUB_NAMESPACE, HUB_PROXY_POD_LABELS),) if grafana_access.domain else (),
             ) if obs.enabled else None,
             alarms=AlarmTargets(
@@ -208,7 +206,7 @@ class PlatformStage(cdk.Stage):
             pipeline_account=pipeline_account,
             teams=ray_teams(ray_cfg.teams),
             extra_egress_fqdns=ray_cfg.extra_egress_fqdns,
-            metrics=RayMetricsWiring(access=grafana_access) if obs.enabled else None,
+            metrics=mx.RayMetricsWiring(access=grafana_access) if obs.enabled else None,
             # The validation run failing is an alarm (the observability stack's topic).
             alarm_action=self.observability.alarm_topic.action if self.observability.alarm_topic else None,
         )
@@ -240,10 +238,10 @@ class PlatformStage(cdk.Stage):
             internal_load_balancer=hub.internal_load_balancer,
             allowed_cidrs=hub.allowed_cidrs,
             ray_teams=ray_teams(ray_cfg.teams),
-            # With a domain, Grafana is served at https://<domain>/services/grafana/ (its own login).
+            # grafana_behind_hub: Grafana at https://<domain>/services/grafana/ (its own login).
             proxied_services=(ProxiedService(
-                name=GRAFANA_PROXY_NAME, url=GRAFANA_URL, namespace=METRICS_NAMESPACE, pod_labels=GRAFANA_POD_LABELS,
-                port=GRAFANA_PORT),) if obs.enabled and grafana_access.domain else (),
+                name=mx.GRAFANA_PROXY_NAME, url=mx.GRAFANA_URL, namespace=mx.NAMESPACE, pod_labels=mx.GRAFANA_POD_LABELS,
+                port=mx.GRAFANA_PORT),) if obs.enabled and grafana_access.domain else (),
         )
         # Notebooks need the Ray head, its token copy and the jupyterhub namespace.
         self.jupyterhub.add_stack_dependency(self.ray)

@@ -23,7 +23,8 @@ dashboards, and scrapes of what EKS manages (API server, scheduler, controller m
 does not run (kube-proxy).
 
 Reaching them: ``kubectl -n monitoring port-forward svc/kube-prometheus-stack-grafana 3000:80`` (README). With a
-domain, Grafana is also served by the hub's proxy under ``/services/grafana/`` over the same TLS listener.
+domain and ``observability.grafana_behind_hub`` (off by default: it shares the hub's origin), Grafana is also served
+by the hub's proxy under ``/services/grafana/`` over the same TLS listener.
 """
 
 from __future__ import annotations
@@ -113,8 +114,9 @@ GRAFANA_IMAGE_REPOSITORY = "grafana/grafana"
 
 @dataclass(frozen=True)
 class GrafanaAccess:
-    """How people reach Grafana. ``root_url`` None: port-forward only (http://localhost:3000). With a domain, the
-    hub's proxy serves it at ``https://<domain>/services/grafana/`` (same NLB, same TLS listener)."""
+    """How people reach Grafana. ``domain`` None: port-forward only (http://localhost:3000). With a domain (the
+    platform passes one only with ``observability.grafana_behind_hub``), the hub's proxy serves it at
+    ``https://<domain>/services/grafana/`` (same NLB, same TLS listener)."""
 
     domain: str | None = None
 
