@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Callable
 import pytest
 
 from tests.platform_synth import ROOT
+from tests.support.assembly_copy import copy_assembly, edit_template_text
 from tools.boot.model import BootModel, Verdict
 
 
@@ -96,14 +96,6 @@ def test_the_notebook_ray_address_reaches_a_listening_head(boot_verdicts):
 # ------------------------------------------------------------------ the model catches each defect class
 
 
-def _copy_assembly(src: Path, dst: Path) -> Path:
-    """Manifests and templates only (assets are not read by the model)."""
-    for path in src.rglob("*"):
-        if path.is_file() and (path.name == "manifest.json" or path.name.endswith(".template.json")):
-            target = dst / path.relative_to(src)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, target)
-    return dst
 
 
 def _edit_templates(root: Path, edit: Callable[[str, dict[str, Any]], None]) -> None:
@@ -113,14 +105,6 @@ def _edit_templates(root: Path, edit: Callable[[str, dict[str, Any]], None]) -> 
         path.write_text(json.dumps(template))
 
 
-def _edit_text(root: Path, pattern: str, replacement: str) -> None:
-    hits = 0
-    for path in root.rglob("*.template.json"):
-        text = path.read_text()
-        new, n = re.subn(pattern, replacement, text)
-        hits += n
-        path.write_text(new)
-    assert hits, f"mutation pattern {pattern!r} matched nothing: the assembly changed, update the test"
 
 
 def _resource(template: dict[str, Any], type_: str, predicate=lambda p: True) -> tuple[str, dict[str, Any]]:
@@ -131,7 +115,7 @@ def _resource(template: dict[str, Any], type_: str, predicate=lambda p: True) ->
 @pytest.fixture
 def mutated(platform, tmp_path):
     """A copy of the default assembly to edit; returns the model's failures after an edit."""
-    root = _copy_assembly(platform.outdir, tmp_path / "cdk.out")
+    root = copy_assembly(platform.outdir, tmp_path / "cdk.out")
 
     def run(edit: Callable[[Path], None]) -> list[str]:
         edit(root)
@@ -161,7 +145,7 @@ def test_catches_the_pod_identity_agent_after_the_nodes(mutated):
 def test_catches_a_security_group_selector_that_matches_nothing(mutated):
     """Defect 2: selecting the cluster security group by a tag that only an imported construct 'carries'."""
     def edit(root):
-        _edit_text(root, r'securityGroupSelectorTerms\\":\[\{\\"id\\":\\"",\s*\{\s*"Fn::GetStackOutput":\s*\{[^}]*\{[^}]*\}[^}]*\}\s*\},\s*"\\"\}\]',
+        edit_template_text(root, r'securityGroupSelectorTerms\\":\[\{\\"id\\":\\"",\s*\{\s*"Fn::GetStackOutput":\s*\{[^}]*\{[^}]*\}[^}]*\}\s*\},\s*"\\"\}\]',
                    r'securityGroupSelectorTerms\\":[{\\"tags\\":{\\"karpenter.sh/discovery\\":\\"dynamic-factory\\"}}]')
     failures = mutated(edit)
     assert any("securityGroupSelectorTerms" in f and "matches no resource" in f for f in failures), failures
@@ -171,13 +155,13 @@ def test_catches_a_security_group_selector_that_matches_nothing(mutated):
 
 def test_catches_a_notebook_pod_that_pod_security_refuses(mutated):
     """Defect 3: z2jh's privileged iptables init container in a baseline namespace."""
-    failures = mutated(lambda root: _edit_text(root, r'\\"blockWithIptables\\":false', r'\\"blockWithIptables\\":true'))
+    failures = mutated(lambda root: edit_template_text(root, r'\\"blockWithIptables\\":false', r'\\"blockWithIptables\\":true'))
     assert any("admitted" in f and "jupyter-<user>" in f and "privileged" in f for f in failures), failures
 
 
 def test_catches_a_pod_that_keeps_a_spot_node_alive_at_idle(mutated):
     """Defect 6: the Hubble relay without the system nodes' toleration lands on (and keeps) a Karpenter node."""
-    failures = mutated(lambda root: _edit_text(
+    failures = mutated(lambda root: edit_template_text(
         root, r'(\\"relay\\":\{\\"enabled\\":true),\\"nodeSelector\\":\{[^}]*\},\\"tolerations\\":\[[^\]]*\]', r'\1'))
     assert any("idle placement" in f and "hubble-relay" in f for f in failures), failures
 
@@ -207,12 +191,12 @@ def test_catches_a_pod_without_its_pod_identity_association_first(mutated):
 
 
 def test_catches_a_network_policy_that_cuts_notebooks_off_ray(mutated):
-    failures = mutated(lambda root: _edit_text(root, r'\\"port\\":10001', r'\\"port\\":10002'))
+    failures = mutated(lambda root: edit_template_text(root, r'\\"port\\":10001', r'\\"port\\":10002'))
     assert any("notebook -> Ray client" in f for f in failures), failures
 
 
 def test_catches_an_oci_chart_reference_the_handler_cannot_pull(mutated):
-    failures = mutated(lambda root: _edit_text(root, r'"oci://public\.ecr\.aws/karpenter/karpenter-crd"',
+    failures = mutated(lambda root: edit_template_text(root, r'"oci://public\.ecr\.aws/karpenter/karpenter-crd"',
                                                '"oci://public.ecr.aws/karpenter"'))
     assert any("chart source" in f and "karpenter-crd" in f for f in failures), failures
 
@@ -246,9 +230,9 @@ def test_catches_an_object_created_twice(mutated):
 
 def test_catches_gpu_nodes_where_no_device_plugin_runs(variant, tmp_path):
     """Without the label the NVIDIA plugin's default affinity asks for, nothing advertises nvidia.com/gpu."""
-    root = _copy_assembly(variant.outdir, tmp_path / "cdk.out")
+    root = copy_assembly(variant.outdir, tmp_path / "cdk.out")
     assert not _failures(BootModel(root).run())
-    _edit_text(root, r',\\"nvidia\.com/gpu\.present\\":\\"true\\"', "")
+    edit_template_text(root, r',\\"nvidia\.com/gpu\.present\\":\\"true\\"', "")
     failures = _failures(BootModel(root).run())
     # The variant runs two teams: each team's GPU group is stranded.
     assert any("/ray-gpu-worker" in f and "nothing advertises ['nvidia.com/gpu']" in f for f in failures), failures
@@ -265,7 +249,7 @@ def test_interactive_pods_on_karpenter_nodes_are_never_disrupted(boot_verdicts, 
 
 
 def test_catches_a_notebook_that_karpenter_may_evict(mutated):
-    failures = mutated(lambda root: _edit_text(root, r'\\"extraAnnotations\\":\{[^}]*\},?', ""))
+    failures = mutated(lambda root: edit_template_text(root, r'\\"extraAnnotations\\":\{[^}]*\},?', ""))
     assert any("disruption" in f and "jupyter-<user>" in f for f in failures), failures
 
 
@@ -279,8 +263,8 @@ def test_command_prints_verdicts_and_exits_by_outcome(platform, tmp_path):
     assert "ok   admitted" in ok.stdout and "System nodes at idle:" in ok.stdout
     assert re.search(r"first boot: \d+ checks passed, 0 failed", ok.stdout)
 
-    bad = _copy_assembly(platform.outdir, tmp_path / "bad")
-    _edit_text(bad, r'\\"blockWithIptables\\":false', r'\\"blockWithIptables\\":true')
+    bad = copy_assembly(platform.outdir, tmp_path / "bad")
+    edit_template_text(bad, r'\\"blockWithIptables\\":false', r'\\"blockWithIptables\\":true')
     failed = subprocess.run([sys.executable, "-m", "tools.boot", str(bad)], cwd=ROOT, capture_output=True,
                             text=True, timeout=120)
     assert failed.returncode == 1

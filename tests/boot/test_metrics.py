@@ -15,14 +15,12 @@ The variant configuration runs two Ray teams (alpha, beta) and a domain (the hub
 from __future__ import annotations
 
 import json
-import re
-import shutil
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from charts.ray_teams import RayTeam
+from tests.support.assembly_copy import copy_assembly, edit_template_text
 from tools.boot import admission, netpol
 from tools.boot.model import STRANGER, BootModel, Verdict
 from tools.boot.workloads import Monitor, _from_table, condition, load_table
@@ -254,23 +252,8 @@ def test_a_broken_service_monitor_fails(platform):
     assert not any(v.ok for v in verdicts.values())
 
 
-def _copy_assembly(src: Path, dst: Path) -> Path:
-    for path in src.rglob("*"):
-        if path.is_file() and (path.name == "manifest.json" or path.name.endswith(".template.json")):
-            target = dst / path.relative_to(src)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, target)
-    return dst
 
 
-def _edit(root: Path, pattern: str, replacement: str) -> None:
-    hits = 0
-    for path in root.rglob("*.template.json"):
-        text = path.read_text()
-        new, n = re.subn(pattern, replacement, text)
-        hits += n
-        path.write_text(new)
-    assert hits, f"mutation pattern {pattern!r} matched nothing: the assembly changed, update the test"
 
 
 @pytest.mark.parametrize("pattern, replacement, expect", [
@@ -280,14 +263,14 @@ def _edit(root: Path, pattern: str, replacement: str) -> None:
      "PodMonitor monitoring/ray-nodes: its selector {'ray.io/is-ray-nodes': 'yes'} matches no pod"),
 ], ids=["port", "selector"])
 def test_the_model_catches_a_broken_monitor_in_the_assembly(platform, tmp_path, pattern, replacement, expect):
-    root = _copy_assembly(platform.outdir, tmp_path / "cdk.out")
-    _edit(root, pattern, replacement)
+    root = copy_assembly(platform.outdir, tmp_path / "cdk.out")
+    edit_template_text(root, pattern, replacement)
     failures = _failures(BootModel(root).run())
     assert any("scrape target" in f and expect in f for f in failures), failures
 
 
 def test_monitors_are_applied_after_the_release_that_installs_their_crds(platform, tmp_path):
-    root = _copy_assembly(platform.outdir, tmp_path / "cdk.out")
+    root = copy_assembly(platform.outdir, tmp_path / "cdk.out")
     for path in root.rglob("*bservability*.template.json"):
         template = json.loads(path.read_text())
         for res in template["Resources"].values():
