@@ -72,8 +72,8 @@ class CiliumValues:
     # Metrics on (charts/metrics.py): the agent (9962) and the operator (9963) expose Prometheus metrics, and the
     # agents' Hubble server exposes these flow metrics (9965). The platform's PodMonitors scrape them: the chart's
     # own ServiceMonitors stay off, their CRD does not exist yet when Cilium is installed (before any node).
-    hubble_metrics: tuple[str, ...] = ()
     metrics: bool = False
+    hubble_metrics: tuple[str, ...] = HUBBLE_METRICS
 
     def __post_init__(self) -> None:
         host = self.api_server_host

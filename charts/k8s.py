@@ -36,6 +36,36 @@ def _snake_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return {allowed[k]: v for k, v in metadata.items()}
 
 
+# ------------------------------------------------------------------ NetworkPolicy pieces (networking.k8s.io/v1)
+
+# Set by the API server on every namespace (Kubernetes >= 1.22); namespace owners cannot change it.
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+DNS_PORTS = ({"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53})
+
+
+def namespace_peer(namespace: str, pod_labels: Mapping[str, str]) -> dict[str, Any]:
+    """Pods with ``pod_labels`` in ``namespace`` (one peer entry: namespace AND pod selector)."""
+    return {
+        "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: namespace}},
+        "podSelector": {"matchLabels": dict(pod_labels)},
+    }
+
+
+def tcp_ports(*ports: int) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": p} for p in ports]
+
+
+def namespace_with(chart: cdk8s.Chart, namespace: Mapping[str, Any],
+                   manifests: list[Mapping[str, Any]]) -> cdk8s.ApiObject:
+    """A Namespace object and ``manifests`` in it, each applied after it (a namespaced object is refused until its
+    namespace exists; cdk8s orders objects only by explicit dependencies). Returns the Namespace object."""
+    namespace_object = api_object(chart, "Namespace", namespace)
+    for manifest in manifests:
+        obj = api_object(chart, f"{manifest['kind']}-{manifest['metadata']['name']}", manifest)
+        obj.add_dependency(namespace_object)
+    return namespace_object
+
+
 def cdk8s_app() -> cdk8s.App:
     """A cdk8s App for charts that CDK applies to the cluster (the App itself writes nothing)."""
     return cdk8s.App(yaml_output_type=cdk8s.YamlOutputType.FILE_PER_APP)

@@ -61,7 +61,7 @@ import cdk8s
 from constructs import Construct
 
 import versions
-from charts.k8s import api_object
+from charts.k8s import namespace_with
 
 __all__ = [
     "AUTOSCALER_CONTAINER",
@@ -433,9 +433,5 @@ class LogShippingChart(cdk8s.Chart):
         from charts.network_policies import log_shipper_network_policies
 
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
-        self.namespace_object = api_object(self, "Namespace", namespace_manifest())
         self.policies = log_shipper_network_policies(NAMESPACE, POD_LABELS)
-        for manifest in self.policies:
-            obj = api_object(self, f"{manifest['kind']}-{manifest['metadata']['name']}", manifest)
-            # A namespaced object is refused until its namespace exists.
-            obj.add_dependency(self.namespace_object)
+        self.namespace_object = namespace_with(self, namespace_manifest(), self.policies)

@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 import cdk8s
 from constructs import Construct
 
-from charts.k8s import api_object
+from charts.k8s import DNS_PORTS, api_object, namespace_peer, namespace_with, tcp_ports
 
 # ---------------------------------------------------------------------------------------------------------
 # Contract: the stack, the Ray chart, the hub values, the boot model and the tests import these names.
@@ -426,16 +426,6 @@ def namespace_manifest() -> dict[str, Any]:
 
 
 _LABELS = {"app.kubernetes.io/part-of": "dynamic-factory", "app.kubernetes.io/component": "monitoring"}
-_DNS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
-
-
-def _ns_peer(namespace: str, pod_labels: Mapping[str, str]) -> dict[str, Any]:
-    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-            "podSelector": {"matchLabels": dict(pod_labels)}}
-
-
-def _tcp(*ports: int) -> list[dict[str, Any]]:
-    return [{"protocol": "TCP", "port": p} for p in ports]
 
 
 def _netpol(name: str, selector: Mapping[str, str], description: str, *, ingress: list | None = None,
@@ -478,33 +468,33 @@ def network_policies(*, ray_namespaces: Sequence[str], grafana_clients: Sequence
 
     ``kubectl port-forward`` enters the pod's network namespace through the kubelet, so it needs no rule.
     """
-    ray_heads = [_ns_peer(ns, {"ray.io/node-type": "head"}) for ns in ray_namespaces]
-    ray_nodes = [_ns_peer(ns, {"ray.io/is-ray-node": "yes"}) for ns in ray_namespaces]
+    ray_heads = [namespace_peer(ns, {"ray.io/node-type": "head"}) for ns in ray_namespaces]
+    ray_nodes = [namespace_peer(ns, {"ray.io/is-ray-node": "yes"}) for ns in ray_namespaces]
     in_ns = lambda labels: {"podSelector": {"matchLabels": dict(labels)}}  # noqa: E731
     policies = [
         _netpol("default-deny", {}, "Deny all ingress and egress of every pod here unless another policy allows it.",
                 ingress=[], egress=[]),
         _netpol("allow-dns", {}, "Every pod here resolves names through CoreDNS.",
-                egress=[{"to": [_ns_peer("kube-system", {"k8s-app": "kube-dns"})], "ports": _DNS}]),
+                egress=[{"to": [namespace_peer("kube-system", {"k8s-app": "kube-dns"})], "ports": list(DNS_PORTS)}]),
         _netpol("prometheus", PROMETHEUS_POD_LABELS,
                 "Prometheus scrapes Ray, Karpenter and this namespace; Grafana and Ray heads query it.",
-                ingress=[{"from": [in_ns(GRAFANA_POD_LABELS), *ray_heads], "ports": _tcp(PROMETHEUS_PORT)}],
+                ingress=[{"from": [in_ns(GRAFANA_POD_LABELS), *ray_heads], "ports": tcp_ports(PROMETHEUS_PORT)}],
                 egress=[
-                    {"to": ray_nodes, "ports": _tcp(RAY_METRICS_PORT)},
-                    {"to": ray_heads, "ports": _tcp(RAY_AUTOSCALER_METRICS_PORT, RAY_DASHBOARD_METRICS_PORT)},
-                    {"to": [_ns_peer(KARPENTER_NAMESPACE, KARPENTER_POD_LABELS)], "ports": _tcp(KARPENTER_METRICS_PORT)},
-                    {"to": [in_ns(KUBE_STATE_METRICS_POD_LABELS)], "ports": _tcp(KUBE_STATE_METRICS_PORT)},
-                    {"to": [in_ns(OPERATOR_POD_LABELS)], "ports": _tcp(OPERATOR_PORT)},
-                    {"to": [in_ns(PROMETHEUS_POD_LABELS)], "ports": _tcp(PROMETHEUS_PORT, PROMETHEUS_RELOADER_PORT)},
+                    {"to": ray_nodes, "ports": tcp_ports(RAY_METRICS_PORT)},
+                    {"to": ray_heads, "ports": tcp_ports(RAY_AUTOSCALER_METRICS_PORT, RAY_DASHBOARD_METRICS_PORT)},
+                    {"to": [namespace_peer(KARPENTER_NAMESPACE, KARPENTER_POD_LABELS)], "ports": tcp_ports(KARPENTER_METRICS_PORT)},
+                    {"to": [in_ns(KUBE_STATE_METRICS_POD_LABELS)], "ports": tcp_ports(KUBE_STATE_METRICS_PORT)},
+                    {"to": [in_ns(OPERATOR_POD_LABELS)], "ports": tcp_ports(OPERATOR_PORT)},
+                    {"to": [in_ns(PROMETHEUS_POD_LABELS)], "ports": tcp_ports(PROMETHEUS_PORT, PROMETHEUS_RELOADER_PORT)},
                 ]),
         _netpol("prometheus-targets", {},
                 "Only Prometheus scrapes kube-state-metrics, the operator and Prometheus itself.",
                 ingress=[{"from": [in_ns(PROMETHEUS_POD_LABELS)],
-                          "ports": _tcp(*sorted({KUBE_STATE_METRICS_PORT, OPERATOR_PORT, PROMETHEUS_PORT}))}]),
+                          "ports": tcp_ports(*sorted({KUBE_STATE_METRICS_PORT, OPERATOR_PORT, PROMETHEUS_PORT}))}]),
         _netpol("grafana", GRAFANA_POD_LABELS, "Grafana: reached by Ray heads and the hub's proxy; queries Prometheus.",
-                ingress=[{"from": [*ray_heads, *(_ns_peer(ns, labels) for ns, labels in grafana_clients)],
-                          "ports": _tcp(GRAFANA_PORT)}],
-                egress=[{"to": [in_ns(PROMETHEUS_POD_LABELS)], "ports": _tcp(PROMETHEUS_PORT)}]),
+                ingress=[{"from": [*ray_heads, *(namespace_peer(ns, labels) for ns, labels in grafana_clients)],
+                          "ports": tcp_ports(GRAFANA_PORT)}],
+                egress=[{"to": [in_ns(PROMETHEUS_POD_LABELS)], "ports": tcp_ports(PROMETHEUS_PORT)}]),
         # Entities no NetworkPolicy peer can name (Cilium: host-network pods are `host`/`remote-node`, the API
         # server is `kube-apiserver`).
         _cnp("prometheus-host-targets", PROMETHEUS_POD_LABELS,
@@ -530,11 +520,8 @@ class MonitoringNamespaceChart(cdk8s.Chart):
     def __init__(self, scope: Construct, construct_id: str, *, ray_namespaces: Sequence[str],
                  grafana_clients: Sequence[tuple[str, Mapping[str, str]]] = ()) -> None:
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
-        self.namespace_object = api_object(self, "Namespace", namespace_manifest())
         self.policies = network_policies(ray_namespaces=ray_namespaces, grafana_clients=grafana_clients)
-        for manifest in self.policies:
-            obj = api_object(self, f"{manifest['kind']}-{manifest['metadata']['name']}", manifest)
-            obj.add_dependency(self.namespace_object)
+        self.namespace_object = namespace_with(self, namespace_manifest(), self.policies)
 
 
 class MonitorsChart(cdk8s.Chart):

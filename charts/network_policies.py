@@ -47,7 +47,7 @@ import cdk8s
 from constructs import Construct
 
 from charts import raycluster
-from charts.k8s import api_object
+from charts.k8s import DNS_PORTS, NAMESPACE_NAME_LABEL, api_object, namespace_peer, tcp_ports
 
 __all__ = [
     "JUPYTERHUB_NAMESPACE",
@@ -69,8 +69,6 @@ KUBERAY_OPERATOR_NAMESPACE = "kuberay-system"
 RAY_DASHBOARD_PORT = raycluster.DASHBOARD_PORT
 RAY_CLIENT_PORT = raycluster.CLIENT_PORT
 
-# Set by the API server on every namespace (Kubernetes >= 1.22); namespace owners cannot change it.
-NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 # KubeSpawner (z2jh 4.x) labels user pods with both `component` and `app.kubernetes.io/component`.
 NOTEBOOK_POD_LABELS = {"component": "singleuser-server"}
 # The kuberay-operator chart's pod template label (`kuberay-operator.name`: the chart name).
@@ -94,18 +92,6 @@ def _check_labels(what: str, labels: Mapping[str, str]) -> list[str]:
         if not isinstance(v, str) or not _LABEL_VALUE_RE.match(v) or len(v) > 63:
             problems.append(f"{what}: {k}={v!r} is not a valid label value")
     return problems
-
-
-def _peer(namespace: str, pod_labels: Mapping[str, str]) -> dict[str, Any]:
-    """Pods with ``pod_labels`` in ``namespace`` (one peer entry: namespace AND pod selector)."""
-    return {
-        "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: namespace}},
-        "podSelector": {"matchLabels": dict(pod_labels)},
-    }
-
-
-def _ports(*ports: int) -> list[dict[str, Any]]:
-    return [{"protocol": "TCP", "port": p} for p in ports]
 
 
 def _policy(name: str, namespace: str, pod_selector: Mapping[str, Any], ingress: list[dict[str, Any]],
@@ -170,7 +156,7 @@ def ray_network_policies(
     head = {"matchLabels": {"ray.io/cluster": ray_cluster_name, "ray.io/node-type": "head"}}
     scrape = [] if scraper is None else [
         _policy("allow-prometheus-scrape", ray_namespace, {"matchLabels": {"ray.io/cluster": ray_cluster_name}},
-                [{"from": [_peer(*scraper)], "ports": _ports(*scrape_ports)}],
+                [{"from": [namespace_peer(*scraper)], "ports": tcp_ports(*scrape_ports)}],
                 "Prometheus scrapes the Ray pods' metrics (Ray's metrics port; the head's autoscaler and dashboard)."),
     ]
     return [
@@ -179,12 +165,12 @@ def ray_network_policies(
         _policy("allow-same-namespace", ray_namespace, {}, [{"from": [{"podSelector": {}}]}],
                 "Ray head and workers talk to each other on many dynamic ports."),
         _policy("allow-notebooks-to-ray-head", ray_namespace, head,
-                [{"from": [_peer(jupyterhub_namespace, notebook_pod_labels)],
-                  "ports": _ports(dashboard_port, client_port)}],
+                [{"from": [namespace_peer(jupyterhub_namespace, notebook_pod_labels)],
+                  "ports": tcp_ports(dashboard_port, client_port)}],
                 "JupyterHub single-user servers submit jobs (Jobs API) and use Ray Client on the head."),
         _policy("allow-kuberay-operator-to-ray-head", ray_namespace, head,
-                [{"from": [_peer(operator_namespace, operator_pod_labels)],
-                  "ports": _ports(dashboard_port)}],
+                [{"from": [namespace_peer(operator_namespace, operator_pod_labels)],
+                  "ports": tcp_ports(dashboard_port)}],
                 "The KubeRay operator calls the head's dashboard API (RayJob / RayService)."),
         *scrape,
     ]
@@ -261,7 +247,6 @@ def log_shipper_network_policies(namespace: str, pod_labels: Mapping[str, str]) 
     if problems:
         raise ValueError("log shipper network policies: " + "; ".join(problems))
     labels = {"app.kubernetes.io/part-of": "dynamic-factory", "app.kubernetes.io/component": "logging"}
-    dns = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
     return [
         {
             "apiVersion": _API_VERSION,
@@ -281,9 +266,9 @@ def log_shipper_network_policies(namespace: str, pod_labels: Mapping[str, str]) 
                 "podSelector": {"matchLabels": dict(pod_labels)},
                 "policyTypes": ["Egress"],
                 "egress": [
-                    {"to": [_peer("kube-system", LOG_SHIPPER_DNS_LABELS)], "ports": dns},
+                    {"to": [namespace_peer("kube-system", LOG_SHIPPER_DNS_LABELS)], "ports": list(DNS_PORTS)},
                     {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(_PRIVATE_RANGES)}}],
-                     "ports": _ports(HTTPS_PORT)},
+                     "ports": tcp_ports(HTTPS_PORT)},
                 ],
             },
         },

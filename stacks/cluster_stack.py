@@ -286,7 +286,6 @@ class ClusterStack(cdk.Stack):
             system_node_selector=dict([SYSTEM_NODE_LABEL]),
             system_tolerations=(SYSTEM_TOLERATION,),
             metrics=self._metrics,
-            hubble_metrics=cilium_values.HUBBLE_METRICS if self._metrics else (),
         )
         chart = pinned_chart(
             self.cluster,

@@ -15,7 +15,6 @@ manifests, the charts' own (and the ones their operators create) from the table'
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -23,7 +22,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from tools.boot.deploy import DeployGraph, Key
-from tools.render import HELM_TYPE, MANIFEST_TYPE, KubeResource
+from tools.render import HELM_TYPE, MANIFEST_TYPE, KubeResource, chart_asset_folder
 
 TABLE = Path(__file__).with_name("upstream_pods.yaml")
 
@@ -526,11 +525,7 @@ def local_chart_objects(graph: DeployGraph, res: KubeResource) -> list[dict[str,
     """The objects a chart of ours packaged as a CDK asset (a HelmChart with ``ChartAssetURL``) renders, read from
     the asset folder of the assembly; None when this copy of the assembly has no asset folders. Lines holding a
     template action (``{{ .Files.Get ... }}``: the data) are left out, the objects' kinds and metadata stay."""
-    m = re.search(r"([0-9a-f]{64})\.zip", json.dumps(res.properties.get("ChartAssetURL")))
-    if not m:
-        return None
-    outdir = graph.assembly.outdir
-    folder = next((d for d in (outdir / f"asset.{m.group(1)}", outdir.parent / f"asset.{m.group(1)}") if d.is_dir()), None)
+    folder = chart_asset_folder(graph.assembly, res)
     if folder is None:
         return None
     objects: list[dict[str, Any]] = []
